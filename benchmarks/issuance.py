@@ -1,0 +1,167 @@
+"""Persisted issuance rate (CSR in → certificate row + audit event committed) versus a
+raw ``cryptography`` verify-CSR + sign-certificate loop measured in the same run.
+
+    .venv/bin/python benchmarks/issuance.py [--count 2000] [--database postgresql://…]
+
+Target (issue "Foundation"): persisted ≥ 50% of the raw rate on SQLite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from rich.console import Console
+from rich.progress import track
+from rich.table import Table
+
+from certhub.authority import CertificateAuthorityService
+from certhub.bootstrap import initialize
+from certhub.clock import SystemClock
+from certhub.datadir import DataDir
+from certhub.rand import SystemRandom
+from certhub.registry import Store
+from certhub.registry.records import NewDevice
+
+console = Console()
+
+
+def make_csrs(count: int, devices: int) -> list[tuple[str, bytes]]:
+    out = []
+    for i in track(range(count), description="making CSRs", console=console):
+        device = f"bench-{i % devices:05d}"
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]))
+            .sign(key, hashes.SHA256())
+        )
+        out.append((device, csr.public_bytes(serialization.Encoding.DER)))
+    return out
+
+
+def raw_loop(
+    csrs: list[tuple[str, bytes]], issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate
+) -> float:
+    """The reference: parse + verify the CSR, build and sign a comparable leaf."""
+    now = dt.datetime.now(dt.UTC)
+    start = time.perf_counter()
+    for device, der in csrs:
+        csr = x509.load_der_x509_csr(der)
+        assert csr.is_signature_valid
+        pub = csr.public_key()
+        x509.CertificateBuilder(
+            issuer_name=issuer.subject,
+            subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]),
+            public_key=pub,
+            serial_number=x509.random_serial_number(),
+            not_valid_before=now - dt.timedelta(minutes=5),
+            not_valid_after=now + dt.timedelta(days=30),
+            extensions=[
+                x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(False, None)),
+                x509.Extension(
+                    x509.ExtendedKeyUsage.oid,
+                    False,
+                    x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                ),
+                x509.Extension(
+                    x509.SubjectKeyIdentifier.oid,
+                    False,
+                    x509.SubjectKeyIdentifier.from_public_key(pub),
+                ),  # type: ignore[arg-type]
+            ],
+        ).sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+    return len(csrs) / (time.perf_counter() - start)
+
+
+def persisted_loop(service: CertificateAuthorityService, csrs: list[tuple[str, bytes]]) -> float:
+    start = time.perf_counter()
+    for device, der in csrs:
+        service.issue(
+            device_id=device,
+            csr_der=der,
+            policy_name="default",
+            requested_via="api",
+            actor="benchmark",
+        )
+    return len(csrs) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=2000)
+    parser.add_argument("--devices", type=int, default=200)
+    parser.add_argument(
+        "--database", default=None, help="store URL (default: SQLite in a temp dir)"
+    )
+    parser.add_argument("--json", dest="json_out", default=None)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        initialize(Path(tmp), database_url=args.database)
+        rng = SystemRandom()
+        store = Store.open(args.database or DataDir(Path(tmp)).database_url)
+        service = CertificateAuthorityService(
+            store,
+            clock=SystemClock(),
+            rng=rng,
+            passphrase=DataDir(Path(tmp)).passphrase(rng),
+            crl_base_url="https://localhost:8443",
+        )
+        ns = service.namespace
+        for i in range(args.devices):
+            store.create_device(
+                NewDevice(
+                    device_id=f"bench-{i:05d}",
+                    namespace_id=ns.id,
+                    revocation_id=rng.token_bytes(32),
+                ),
+                service.clock.now(),
+            )
+        csrs = make_csrs(args.count, args.devices)
+        issuer = service.issuer_for("default")
+        assert isinstance(issuer.ca.private_key, ec.EllipticCurvePrivateKey)
+        # Warm both paths, then alternate to even out machine noise.
+        persisted_loop(service, csrs[:50])
+        raw = max(raw_loop(csrs, issuer.ca.private_key, issuer.ca.certificate) for _ in range(2))
+        half = len(csrs[50:]) // 2
+        persisted = persisted_loop(service, csrs[50 : 50 + half])
+        persisted = max(persisted, persisted_loop(service, csrs[50 + half :]))
+        store_kind = store.dialect_name
+        store.close()
+
+    table = Table(title=f"issuance ({store_kind}, P-256 issuing CA, {args.count} CSRs)")
+    table.add_column("path")
+    table.add_column("per second", justify="right")
+    table.add_column("µs each", justify="right")
+    table.add_row("raw cryptography (verify CSR + sign)", f"{raw:,.0f}", f"{1e6 / raw:,.0f}")
+    table.add_row(
+        "certhub persisted (validate, sign, commit)", f"{persisted:,.0f}", f"{1e6 / persisted:,.0f}"
+    )
+    console.print(table)
+    ratio = persisted / raw
+    verdict = "meets" if ratio >= 0.5 else "MISSES"
+    console.print(f"ratio persisted/raw = [bold]{ratio:.2f}[/] ({verdict} the 0.50 target)")
+    result = {
+        "store": store_kind,
+        "raw_per_s": raw,
+        "persisted_per_s": persisted,
+        "ratio": ratio,
+        "machine": platform.platform(),
+        "date": dt.date.today().isoformat(),
+    }
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,392 @@
+"""``certhub policy …`` and ``certhub enrollment …``: administration on a data directory."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography import x509
+from rich.table import Table
+
+from certhub.cli_common import (
+    Refused,
+    console,
+    data_options,
+    emit_json,
+    json_option,
+    open_authority,
+)
+from certhub.pki import KeyType, LeafPolicy, PolicyError, certificate_sha1, parse_duration
+from certhub.registry.errors import AlreadyExists
+from certhub.registry.records import (
+    AttestationType,
+    EnrollmentKind,
+    EnrollmentRecord,
+    NewEnrollment,
+    PolicyRecord,
+)
+
+__all__ = ["enrollment_json", "policy_json", "register"]
+
+
+def policy_json(p: PolicyRecord, issuer: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A policy as the CLI and admin API show it."""
+    out: dict[str, Any] = {
+        "name": p.name,
+        "validitySeconds": p.validity_seconds,
+        "keyTypes": list(p.key_types),
+        "backdateSeconds": p.backdate_seconds,
+        "development": p.development,
+        "state": p.state,
+        "createdAt": p.created_at.isoformat(),
+    }
+    if issuer is not None:
+        out["issuingCa"] = issuer
+    return out
+
+
+def enrollment_json(e: EnrollmentRecord) -> dict[str, Any]:
+    """An enrollment in DPS's shape (``enrollmentGroupId`` or ``registrationId``)."""
+    key = "enrollmentGroupId" if e.kind == "group" else "registrationId"
+    attestation: dict[str, Any] = {"type": e.attestation_type}
+    if e.attestation_type == "symmetricKey":
+        attestation["symmetricKey"] = {"primaryKey": e.primary_key, "secondaryKey": e.secondary_key}
+    else:
+        attestation["x509"] = {
+            "certificates": list(e.x509_certificates),
+            "thumbprints": list(e.x509_thumbprints),
+        }
+    return {
+        key: e.name,
+        "attestation": attestation,
+        "credentialPolicyName": e.credential_policy_name,
+        "provisioningStatus": e.provisioning_status,
+        "initialTwin": dict(e.initial_twin),
+        "reprovisionPolicy": dict(e.reprovision_policy),
+        "etag": e.etag,
+        "createdDateTimeUtc": e.created_at.isoformat(),
+        "lastUpdatedDateTimeUtc": e.updated_at.isoformat(),
+    }
+
+
+def _fmt_seconds(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0 and seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# -- policy -----------------------------------------------------------------------
+
+
+@click.group()
+def policy() -> None:
+    """Certificate policies: validity, key types, issuing CA."""
+
+
+@policy.command("create")
+@data_options
+@click.argument("name")
+@click.option("--validity", default="30d", show_default=True, help="Leaf validity: 30d, 12h, 120s.")
+@click.option(
+    "--key-types",
+    default="p256,p384",
+    show_default=True,
+    help="Comma-separated: p256, p384, rsa2048, rsa3072.",
+)
+@click.option("--backdate", default="5m", show_default=True, help="notBefore backdating.")
+@click.option(
+    "--ca-key-type", type=click.Choice(["p256", "p384"]), default="p256", show_default=True
+)
+@json_option
+def policy_create(
+    data_dir: Path,
+    database: str | None,
+    name: str,
+    validity: str,
+    key_types: str,
+    backdate: str,
+    ca_key_type: str,
+    as_json: bool,
+) -> None:
+    """Create a policy and its issuing CA."""
+    with open_authority(data_dir, database) as ca:
+        dev_profile = ca.store.get_setting("development") == "1"
+        try:
+            duration = parse_duration(validity)
+            leaf = LeafPolicy.create(
+                name,
+                duration,
+                [k.strip() for k in key_types.split(",") if k.strip()],
+                backdate,
+                development=dev_profile and duration.days < 7,
+            )
+        except PolicyError as exc:
+            hint = ""
+            if exc.reason == "validity-out-of-range" and not dev_profile:
+                hint = " (validities under 7 days need the development profile: init --dev)"
+            raise Refused(f"{exc}{hint}") from exc
+        try:
+            record = ca.create_policy(leaf, actor="cli", ca_key_type=KeyType(ca_key_type))
+        except AlreadyExists as exc:
+            raise Refused(f"policy {name!r} already exists") from exc
+        _show_policy(ca, record, as_json)
+
+
+def _issuer_info(ca: Any, p: PolicyRecord) -> dict[str, Any] | None:
+    cas = ca.store.list_cas(p.namespace_id, kind="issuing", policy_id=p.id)
+    if not cas:
+        return None
+    cur = cas[-1]
+    return {
+        "subject": cur.subject,
+        "serial": cur.serial_hex,
+        "notAfter": cur.not_after.isoformat(),
+        "state": cur.state,
+        "sha256": cur.sha256,
+    }
+
+
+def _show_policy(ca: Any, p: PolicyRecord, as_json: bool) -> None:
+    info = _issuer_info(ca, p)
+    if as_json:
+        emit_json(policy_json(p, info))
+        return
+    table = Table(show_header=False, box=None)
+    for k, v in policy_json(p, None).items():
+        table.add_row(k, str(v))
+    if info:
+        table.add_row("issuingCa", f"{info['subject']} (until {info['notAfter']})")
+    console.print(table)
+
+
+@policy.command("list")
+@data_options
+@json_option
+def policy_list(data_dir: Path, database: str | None, as_json: bool) -> None:
+    """List policies."""
+    with open_authority(data_dir, database) as ca:
+        items = ca.store.list_policies(ca.namespace.id)
+        if as_json:
+            emit_json([policy_json(p, _issuer_info(ca, p)) for p in items])
+            return
+        table = Table("name", "validity", "key types", "backdate", "state")
+        for p in items:
+            table.add_row(
+                p.name,
+                _fmt_seconds(p.validity_seconds),
+                ",".join(p.key_types),
+                _fmt_seconds(p.backdate_seconds),
+                p.state,
+            )
+        console.print(table)
+
+
+@policy.command("show")
+@data_options
+@click.argument("name")
+@json_option
+def policy_show(data_dir: Path, database: str | None, name: str, as_json: bool) -> None:
+    """Show one policy and its issuing CA."""
+    with open_authority(data_dir, database) as ca:
+        p = ca.store.get_policy(ca.namespace.id, name)
+        if p is None:
+            raise Refused(f"no policy named {name!r}")
+        _show_policy(ca, p, as_json)
+
+
+# -- enrollment -------------------------------------------------------------------
+
+
+@click.group()
+def enrollment() -> None:
+    """DPS enrollments: groups and individual devices."""
+
+
+def _b64_key(value: str | None, option: str) -> str:
+    if value is None:
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+    try:
+        if len(base64.b64decode(value, validate=True)) < 16:
+            raise Refused(f"{option}: a key must hold at least 16 bytes")
+    except binascii.Error as exc:
+        raise Refused(f"{option}: not valid base64") from exc
+    return value
+
+
+def _load_pem(path: Path, option: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(path.read_bytes())
+    except (OSError, ValueError) as exc:
+        raise Refused(f"{option}: {path} is not a readable PEM certificate") from exc
+
+
+@enrollment.command("create")
+@data_options
+@click.option("--group", "group", help="Create an enrollment group with this id.")
+@click.option(
+    "--individual", "individual", help="Create an individual enrollment (registration id)."
+)
+@click.option(
+    "--attestation",
+    type=click.Choice(["symmetricKey", "x509"]),
+    default="symmetricKey",
+    show_default=True,
+)
+@click.option(
+    "--policy",
+    "policy_name",
+    default="default",
+    show_default=True,
+    help="credentialPolicyName: the policy that issues operational certificates.",
+)
+@click.option("--primary-key", help="Base64 key (generated when omitted).")
+@click.option("--secondary-key", help="Base64 key (generated when omitted).")
+@click.option(
+    "--certificate",
+    "cert_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="x509: signing CA PEM (group, repeatable) or the device's certificate.",
+)
+@click.option("--initial-twin", help='JSON: {"tags": {…}, "properties": {"desired": {…}}}.')
+@click.option("--disabled", is_flag=True, help="Create with provisioningStatus disabled.")
+@json_option
+def enrollment_create(
+    data_dir: Path,
+    database: str | None,
+    group: str | None,
+    individual: str | None,
+    attestation: str,
+    policy_name: str,
+    primary_key: str | None,
+    secondary_key: str | None,
+    cert_paths: tuple[Path, ...],
+    initial_twin: str | None,
+    disabled: bool,
+    as_json: bool,
+) -> None:
+    """Create an enrollment group or an individual enrollment."""
+    if (group is None) == (individual is None):
+        raise Refused("give exactly one of --group or --individual")
+    kind: EnrollmentKind = "group" if group else "individual"
+    name = group or individual or ""
+    twin: dict[str, Any] = {}
+    if initial_twin:
+        try:
+            twin = json.loads(initial_twin)
+        except json.JSONDecodeError as exc:
+            raise Refused(f"--initial-twin: not valid JSON ({exc.msg})") from exc
+        if not isinstance(twin, dict) or set(twin) - {"tags", "properties"}:
+            raise Refused("--initial-twin: expected an object with 'tags' and/or 'properties'")
+    certs: tuple[str, ...] = ()
+    thumbs: tuple[str, ...] = ()
+    primary: str | None = None
+    secondary: str | None = None
+    attestation_type: AttestationType = "x509" if attestation == "x509" else "symmetricKey"
+    if attestation_type == "symmetricKey":
+        if cert_paths:
+            raise Refused("--certificate is only for x509 attestation")
+        primary = _b64_key(primary_key, "--primary-key")
+        secondary = _b64_key(secondary_key, "--secondary-key")
+    else:
+        if not cert_paths:
+            raise Refused("x509 attestation needs --certificate")
+        loaded = [_load_pem(p, "--certificate") for p in cert_paths]
+        certs = tuple(p.read_text() for p in cert_paths)
+        thumbs = tuple(certificate_sha1(c) for c in loaded)
+    with open_authority(data_dir, database) as ca:
+        ns = ca.namespace
+        target = ca.store.get_policy(ns.id, policy_name)
+        if target is None or target.state != "active":
+            raise Refused(f"--policy: no active policy named {policy_name!r}")
+        try:
+            new = NewEnrollment(
+                namespace_id=ns.id,
+                kind=kind,
+                name=name,
+                attestation_type=attestation_type,
+                x509_certificates=certs,
+                x509_thumbprints=thumbs,
+                credential_policy_name=policy_name,
+                initial_twin=twin,
+                provisioning_status="disabled" if disabled else "enabled",
+                primary_key=primary,
+                secondary_key=secondary,
+            )
+        except ValueError as exc:
+            raise Refused(str(exc)) from exc
+        try:
+            record = ca.store.create_enrollment(new, ca.clock.now())
+        except AlreadyExists as exc:
+            raise Refused(f"{kind} enrollment {name!r} already exists") from exc
+        _show_enrollment(record, as_json)
+
+
+def _show_enrollment(e: EnrollmentRecord, as_json: bool) -> None:
+    if as_json:
+        emit_json(enrollment_json(e))
+        return
+    table = Table(show_header=False, box=None)
+    for k, v in enrollment_json(e).items():
+        table.add_row(k, json.dumps(v) if isinstance(v, dict) else str(v))
+    console.print(table)
+
+
+def _kind_option(fn: Any) -> Any:
+    return click.option(
+        "--group/--individual",
+        "is_group",
+        default=True,
+        help="Which kind of enrollment NAME names (default: group).",
+    )(fn)
+
+
+@enrollment.command("list")
+@data_options
+@json_option
+def enrollment_list(data_dir: Path, database: str | None, as_json: bool) -> None:
+    """List enrollments."""
+    with open_authority(data_dir, database) as ca:
+        items = ca.store.list_enrollments(ca.namespace.id)
+        if as_json:
+            emit_json([enrollment_json(e) for e in items])
+            return
+        table = Table("kind", "name", "attestation", "policy", "status")
+        for e in items:
+            table.add_row(
+                e.kind,
+                e.name,
+                e.attestation_type,
+                e.credential_policy_name or "-",
+                e.provisioning_status,
+            )
+        console.print(table)
+
+
+@enrollment.command("show")
+@data_options
+@_kind_option
+@click.argument("name")
+@json_option
+def enrollment_show(
+    data_dir: Path, database: str | None, is_group: bool, name: str, as_json: bool
+) -> None:
+    """Show one enrollment."""
+    with open_authority(data_dir, database) as ca:
+        kind = "group" if is_group else "individual"
+        e = ca.store.get_enrollment(ca.namespace.id, kind, name)
+        if e is None:
+            raise Refused(f"no {kind} enrollment named {name!r}")
+        _show_enrollment(e, as_json)
+
+
+def register(cli: click.Group) -> None:
+    """Attach the groups to the top-level command."""
+    cli.add_command(policy)
+    cli.add_command(enrollment)

@@ -1,0 +1,167 @@
+"""Plumbing shared by the store's parts: transactions, etags, error translation."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, Row
+
+from certhub.rand import Random
+from certhub.registry.engine import WRITE_OPTIONS
+from certhub.registry.errors import AlreadyExists, Conflict, EtagMismatch, NotFound, StoreError
+
+__all__ = [
+    "StoreBase",
+    "delete_checked",
+    "record",
+    "translate_dbapi_integrity_error",
+    "translate_integrity_error",
+    "update_checked",
+    "update_one",
+]
+
+T = TypeVar("T")
+
+_UNIQUE = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+
+
+class StoreBase:
+    """Connections and transactions; the table-specific parts build on this."""
+
+    engine: Engine
+    dialect_name: str
+
+    def __init__(self, engine: Engine, random: Random) -> None:
+        self.engine = engine
+        self.dialect_name = engine.dialect.name
+        self._writer = engine.execution_options(**WRITE_OPTIONS)
+        self._random = random
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """One write transaction (BEGIN IMMEDIATE on SQLite); commits unless an error escapes.
+
+        Pass the connection as ``conn=`` to store methods to make them one atomic step.
+        After a :class:`~certhub.registry.errors.StoreError` inside it, let the error
+        escape (PostgreSQL has aborted the transaction).
+        """
+        with self._writer.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self, conn: Connection | None, kind: str, key: object) -> Iterator[Connection]:
+        try:
+            if conn is not None:
+                yield conn
+            else:
+                with self._writer.begin() as own:
+                    yield own
+        except sa.exc.IntegrityError as exc:
+            raise translate_integrity_error(exc, kind, str(key)) from exc
+
+    @contextmanager
+    def _read(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.connect() as own:
+                yield own
+
+    def _new_etag(self) -> str:
+        return base64.b64encode(self._random.token_bytes(8)).decode("ascii")
+
+
+def record(cls: type[T], row: Row[Any] | None) -> T | None:
+    """Build a record from a row whose column names are the record's fields."""
+    return None if row is None else cls(**row._mapping)
+
+
+def _where(
+    table: sa.Table, where: sa.ColumnElement[bool], expected_etag: str | None
+) -> sa.ColumnElement[bool]:
+    if expected_etag is None or expected_etag == "*":
+        return where
+    return sa.and_(where, table.c.etag == expected_etag)
+
+
+def _missing(
+    conn: Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    ident: tuple[str, str],
+    expected_etag: str | None,
+) -> StoreError:
+    current = conn.execute(sa.select(table.c.etag).where(where)).scalar_one_or_none()
+    if current is None:
+        return NotFound(*ident)
+    return EtagMismatch(ident[0], ident[1], str(expected_etag), current)
+
+
+def update_checked(
+    conn: Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    values: Mapping[str, Any],
+    ident: tuple[str, str],
+    expected_etag: str | None = None,
+) -> Row[Any]:
+    """UPDATE one row (etag-checked unless ``expected_etag`` is None or ``"*"``), RETURNING it.
+
+    Raises NotFound or EtagMismatch (``ident`` is ``(kind, key)``). One round trip
+    when it succeeds.
+    """
+    stmt = sa.update(table).where(_where(table, where, expected_etag)).values(**values)
+    row = conn.execute(stmt.returning(*table.c)).first()
+    if row is None:
+        raise _missing(conn, table, where, ident, expected_etag)
+    return row
+
+
+def delete_checked(
+    conn: Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    ident: tuple[str, str],
+    expected_etag: str | None = None,
+) -> None:
+    """DELETE one row (etag-checked like :func:`update_checked`)."""
+    result = conn.execute(sa.delete(table).where(_where(table, where, expected_etag)))
+    if result.rowcount == 0:
+        raise _missing(conn, table, where, ident, expected_etag)
+
+
+def update_one(
+    conn: Connection,
+    table: sa.Table,
+    where: sa.ColumnElement[bool],
+    values: Mapping[str, Any],
+    ident: tuple[str, str],
+) -> Row[Any]:
+    """UPDATE one row of a table without etags, RETURNING it; NotFound if absent."""
+    stmt = sa.update(table).where(where).values(**values).returning(*table.c)
+    row = conn.execute(stmt).first()
+    if row is None:
+        raise NotFound(*ident)
+    return row
+
+
+def translate_integrity_error(exc: sa.exc.IntegrityError, kind: str, key: str) -> StoreError:
+    """Map SQLAlchemy's integrity error to AlreadyExists or Conflict."""
+    return translate_dbapi_integrity_error(exc.orig, kind, key)
+
+
+def translate_dbapi_integrity_error(orig: BaseException | None, kind: str, key: str) -> StoreError:
+    """Map a driver (sqlite3/psycopg) integrity error to AlreadyExists or Conflict."""
+    sqlite_name = getattr(orig, "sqlite_errorname", None)
+    sqlstate = getattr(orig, "sqlstate", None)
+    diag = getattr(orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None) or str(orig).split("\n")[0]
+    if sqlite_name in _UNIQUE or sqlstate == "23505":
+        return AlreadyExists(kind, key, constraint)
+    if sqlite_name == "SQLITE_CONSTRAINT_FOREIGNKEY" or sqlstate == "23503":
+        return Conflict(kind, key, "missing-reference", constraint)
+    return Conflict(kind, key, "constraint", constraint)

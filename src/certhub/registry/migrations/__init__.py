@@ -1,0 +1,1 @@
+"""Alembic migration environment of the registry (run through :mod:`certhub.registry.migrate`)."""

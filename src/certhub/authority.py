@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,14 +24,18 @@ from certhub.clock import Clock
 from certhub.pki import (
     Authority,
     CaKeyPair,
+    CsrRejected,
+    IssuanceError,
     IssuanceRequest,
     IssuedLeaf,
     KeyType,
     LeafPolicy,
+    PolicyError,
     certificate_sha256,
     create_issuing_ca,
     decrypt_private_key,
     encrypt_private_key,
+    public_key_sha256,
 )
 from certhub.rand import Random
 from certhub.registry import Store
@@ -46,7 +51,13 @@ from certhub.registry.records import (
     RequestedVia,
 )
 
-__all__ = ["CertificateAuthorityService", "PolicyIssuer", "leaf_policy_of", "new_ca_row"]
+__all__ = [
+    "CertificateAuthorityService",
+    "IssueItem",
+    "PolicyIssuer",
+    "leaf_policy_of",
+    "new_ca_row",
+]
 
 ISSUING_CA_VALIDITY = dt.timedelta(days=365)
 ISSUER_CACHE_SECONDS = 2.0
@@ -261,52 +272,90 @@ class CertificateAuthorityService:
     ) -> IssuedLeaf:
         """Validate and sign ``csr_der`` for ``device_id`` and record it with an audit event.
 
-        Raises :class:`certhub.pki.CsrRejected` (with ``reason``) for a refused CSR.
-        The device lookup, the key-reuse check and the record share one transaction
-        (the caller's when ``conn`` is given), so a certificate is recorded exactly
-        when it is returned.
+        Raises :class:`certhub.pki.CsrRejected` (with ``reason``) for a refused CSR and
+        :class:`~certhub.registry.errors.NotFound` for an unknown device or policy. The
+        device lookup, the key-reuse check and the record share one transaction (the
+        caller's when ``conn`` is given), so a certificate is recorded exactly when it
+        is returned.
         """
-        issuer = self.issuer_for(policy_name)
-        if conn is not None:
-            return self._issue(
-                issuer, device_id, csr_der, requested_via, actor, revocation_id, operation_id, conn
-            )
-        with self.store.transaction() as own:
-            return self._issue(
-                issuer, device_id, csr_der, requested_via, actor, revocation_id, operation_id, own
-            )
-
-    def _issue(
-        self,
-        issuer: PolicyIssuer,
-        device_id: str,
-        csr_der: bytes,
-        requested_via: RequestedVia,
-        actor: str,
-        revocation_id: bytes | None,
-        operation_id: int | None,
-        conn: Connection,
-    ) -> IssuedLeaf:
-        if revocation_id is None:
-            device = self.store.get_device(device_id, conn=conn)
-            if device is None:
-                raise NotFound("device", device_id)
-            revocation_id = device.revocation_id
-        request = IssuanceRequest(
+        item = IssueItem(
+            device_id=device_id,
             csr_der=csr_der,
+            policy_name=policy_name,
+            requested_via=requested_via,
+            actor=actor,
+            revocation_id=revocation_id,
+            operation_id=operation_id,
+        )
+        result = self.issue_batch([item], conn=conn)[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def issue_batch(
+        self, items: Sequence[IssueItem], *, conn: Connection | None = None
+    ) -> list[IssuedLeaf | Exception]:
+        """Issue several certificates in ONE transaction (one commit, one fsync).
+
+        Each item's result is its leaf or the exception that refused it (a refused
+        item records nothing; the others are unaffected). Two items of one batch that
+        bring the same public key for the same device: the second is ``key-reused``.
+        """
+        if conn is not None:
+            return self._issue_batch(items, conn)
+        with self.store.transaction() as own:
+            return self._issue_batch(items, own)
+
+    def _issue_batch(
+        self, items: Sequence[IssueItem], conn: Connection
+    ) -> list[IssuedLeaf | Exception]:
+        wanted = [i.device_id for i in items if i.revocation_id is None]
+        revocation_ids = self.store.revocation_ids(wanted, conn=conn)
+        seen = self.store.seen_public_keys(_key_pairs(items), conn=conn)
+        results: list[IssuedLeaf | Exception] = []
+        for item in items:
+            try:
+                leaf, issuer, rid = self._sign_one(item, revocation_ids, seen)
+            except (CsrRejected, NotFound, IssuanceError, PolicyError) as exc:
+                results.append(exc)
+                continue
+            seen.add((item.device_id, leaf.public_key_sha256))
+            self._record(item, leaf, issuer, rid, conn)
+            results.append(leaf)
+        return results
+
+    def _sign_one(
+        self, item: IssueItem, revocation_ids: dict[str, bytes], seen: set[tuple[str, str]]
+    ) -> tuple[IssuedLeaf, PolicyIssuer, bytes]:
+        issuer = self.issuer_for(item.policy_name)
+        revocation_id = item.revocation_id or revocation_ids.get(item.device_id)
+        if revocation_id is None:
+            raise NotFound("device", item.device_id)
+        device_id = item.device_id
+        request = IssuanceRequest(
+            csr_der=item.csr_der,
             device_id=device_id,
             revocation_id=revocation_id,
             policy=issuer.leaf_policy,
             issuer=issuer.ca,
             root=issuer.root,
             crl_url=self.crl_url(issuer.ca_record.id),
-            key_seen=lambda h: self.store.public_key_seen(device_id, h, conn=conn),
+            key_seen=lambda h: (device_id, h) in seen,
         )
-        leaf = self.authority.sign(request)
+        return self.authority.sign(request), issuer, revocation_id
+
+    def _record(
+        self,
+        item: IssueItem,
+        leaf: IssuedLeaf,
+        issuer: PolicyIssuer,
+        revocation_id: bytes,
+        conn: Connection,
+    ) -> None:
         now = self.clock.now()
         record = NewCertificate(
             serial_hex=leaf.serial_hex,
-            device_id=device_id,
+            device_id=item.device_id,
             policy_id=issuer.policy.id,
             issuer_ca_id=issuer.ca_record.id,
             not_before=leaf.not_before,
@@ -316,26 +365,50 @@ class CertificateAuthorityService:
             public_key_sha256=leaf.public_key_sha256,
             key_type=leaf.key_type.value,
             revocation_id=revocation_id,
-            requested_via=requested_via,
+            requested_via=item.requested_via,
             cert_der=leaf.chain_der[0],
             created_at=now,
-            operation_id=operation_id,
+            operation_id=item.operation_id,
         )
         audit = AuditEvent(
             at=now,
-            actor=actor,
+            actor=item.actor,
             action="certificate.issue",
             subject_type="device",
-            subject_id=device_id,
+            subject_id=item.device_id,
             details={
                 "serial": leaf.serial_hex,
                 "policy": issuer.policy.name,
-                "via": requested_via,
+                "via": item.requested_via,
                 "notAfter": leaf.not_after.isoformat(),
             },
         )
         self.store.record_issuance(record, audit, conn=conn)
-        return leaf
+
+
+@dataclass(frozen=True, kw_only=True)
+class IssueItem:
+    """One certificate to issue (see :meth:`CertificateAuthorityService.issue`)."""
+
+    device_id: str
+    csr_der: bytes
+    policy_name: str
+    requested_via: RequestedVia
+    actor: str
+    revocation_id: bytes | None = None
+    operation_id: int | None = None
+
+
+def _key_pairs(items: Sequence[IssueItem]) -> list[tuple[str, str]]:
+    """(device, public-key hash) of each parsable CSR, for one bulk key-reuse lookup."""
+    pairs = []
+    for item in items:
+        try:
+            csr = x509.load_der_x509_csr(item.csr_der)
+            pairs.append((item.device_id, public_key_sha256(csr.public_key())))
+        except (ValueError, TypeError):
+            continue  # the validators will refuse it with the right reason
+    return pairs
 
 
 def _policy_details(leaf: LeafPolicy) -> dict[str, Any]:

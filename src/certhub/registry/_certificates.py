@@ -9,6 +9,7 @@ statements, so a forbidden transition costs no extra round trip when it succeeds
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -87,6 +88,21 @@ class CertificateMixin(StoreBase):
         )
         with self._read(conn) as c:
             return c.execute(stmt).first() is not None
+
+    def seen_public_keys(
+        self, pairs: Sequence[tuple[str, str]], conn: Connection | None = None
+    ) -> set[tuple[str, str]]:
+        """Which ``(device_id, public_key_sha256)`` pairs were ever certified (one query)."""
+        if not pairs:
+            return set()
+        devices = {d for d, _ in pairs}
+        hashes = {h for _, h in pairs}
+        stmt = sa.select(_T.c.device_id, _T.c.public_key_sha256).where(
+            _T.c.device_id.in_(devices), _T.c.public_key_sha256.in_(hashes)
+        )
+        with self._read(conn) as c:
+            found = {(row[0], row[1]) for row in c.execute(stmt)}
+        return found & set(pairs)
 
     def list_certificates(
         self,

@@ -8,7 +8,7 @@ bookkeeping and do not change the device etag; everything else does.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -91,6 +91,19 @@ class DeviceMixin(StoreBase):
         with self._read(conn) as c:
             row = c.execute(sa.select(_D).where(_D.c.device_id == device_id)).first()
             return None if row is None else DeviceRecord(**row._mapping)
+
+    def revocation_ids(
+        self, device_ids: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, bytes]:
+        """The current revocation identifier of each existing device (one query)."""
+        ids = set(device_ids)
+        if not ids:
+            return {}
+        stmt = sa.select(devices.c.device_id, devices.c.revocation_id).where(
+            devices.c.device_id.in_(ids)
+        )
+        with self._read(conn) as c:
+            return {row[0]: bytes(row[1]) for row in c.execute(stmt)}
 
     def list_devices(
         self,

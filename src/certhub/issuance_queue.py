@@ -1,0 +1,94 @@
+"""Group commit for issuance.
+
+Every certificate record is committed with ``synchronous=FULL`` (an fsync on SQLite),
+and an fsync costs as much as signing a leaf. When many devices register or renew at
+once, :class:`IssuanceQueue` lets them share commits: callers on any thread (or the
+event loop, through :meth:`IssuanceQueue.issue_async`) submit items, and one writer
+thread issues whatever is waiting as one batch in one transaction
+(:meth:`~certhub.authority.CertificateAuthorityService.issue_batch`). A lone request
+is issued at once; batching only happens when requests overlap, so latency never
+waits for a batch to fill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from concurrent.futures import Future
+
+from certhub.authority import CertificateAuthorityService, IssueItem
+from certhub.pki import IssuedLeaf
+
+__all__ = ["IssuanceQueue"]
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class IssuanceQueue:
+    """One writer thread issuing batches of up to ``max_batch`` items."""
+
+    def __init__(self, service: CertificateAuthorityService, *, max_batch: int = 64) -> None:
+        self._service = service
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="certhub-issuer", daemon=True)
+        self._closed = False
+        self._thread.start()
+
+    def submit(self, item: IssueItem) -> Future[IssuedLeaf]:
+        """Queue ``item``; the future holds the leaf or the exception that refused it."""
+        if self._closed:
+            raise RuntimeError("the issuance queue is closed")
+        future: Future[IssuedLeaf] = Future()
+        self._queue.put((item, future))
+        return future
+
+    async def issue_async(self, item: IssueItem) -> IssuedLeaf:
+        """Submit from the event loop and await the result."""
+        return await asyncio.wrap_future(self.submit(item))
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the writer thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _next_batch(self) -> tuple[list[tuple[IssueItem, Future[IssuedLeaf]]], bool]:
+        batch: list[tuple[IssueItem, Future[IssuedLeaf]]] = []
+        entry = self._queue.get()
+        while True:
+            if entry is _STOP:
+                return batch, True
+            batch.append(entry)  # type: ignore[arg-type]
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            if batch:
+                self._issue(batch)
+
+    def _issue(self, batch: list[tuple[IssueItem, Future[IssuedLeaf]]]) -> None:
+        live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
+        try:
+            results = self._service.issue_batch([item for item, _ in live])
+        except Exception as exc:  # a store failure: nothing of this batch was committed
+            log.exception("issuance batch of %d failed", len(live))
+            for _, fut in live:
+                fut.set_exception(exc)
+            return
+        for (_, fut), result in zip(live, results, strict=True):
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
+                fut.set_result(result)

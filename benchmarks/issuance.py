@@ -59,13 +59,38 @@ def make_csrs(count: int, devices: int) -> list[tuple[str, bytes]]:
 def raw_loop(
     csrs: list[tuple[str, bytes]], issuer_key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate
 ) -> float:
-    """The reference: parse + verify the CSR, build and sign a comparable leaf."""
+    """The reference: parse + verify the CSR, build and sign the same leaf profile.
+
+    Plain ``cryptography`` with the extensions certhub's leaves carry (basic
+    constraints, key usage, EKU, SKI, AKI, CRL distribution point, a 32-byte private
+    extension), so the ratio shows what certhub's validators and store add.
+    """
     now = dt.datetime.now(dt.UTC)
+    aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key())
+    ku = x509.KeyUsage(True, False, False, False, False, False, False, False, False)
+    eku = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
+    crl = x509.CRLDistributionPoints(
+        [
+            x509.DistributionPoint(
+                [x509.UniformResourceIdentifier("https://h/crl/1.crl")], None, None, None
+            )
+        ]
+    )
+    private = x509.UnrecognizedExtension(x509.ObjectIdentifier("2.25.1"), b"\x04\x20" + b"\0" * 32)
     start = time.perf_counter()
     for device, der in csrs:
         csr = x509.load_der_x509_csr(der)
         assert csr.is_signature_valid
         pub = csr.public_key()
+        exts: list[tuple[x509.ExtensionType, bool]] = [
+            (x509.BasicConstraints(False, None), True),
+            (ku, True),
+            (eku, False),
+            (x509.SubjectKeyIdentifier.from_public_key(pub), False),  # type: ignore[arg-type]
+            (aki, False),
+            (crl, False),
+            (private, False),
+        ]
         x509.CertificateBuilder(
             issuer_name=issuer.subject,
             subject_name=x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device)]),
@@ -73,19 +98,7 @@ def raw_loop(
             serial_number=x509.random_serial_number(),
             not_valid_before=now - dt.timedelta(minutes=5),
             not_valid_after=now + dt.timedelta(days=30),
-            extensions=[
-                x509.Extension(x509.BasicConstraints.oid, True, x509.BasicConstraints(False, None)),
-                x509.Extension(
-                    x509.ExtendedKeyUsage.oid,
-                    False,
-                    x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                ),
-                x509.Extension(
-                    x509.SubjectKeyIdentifier.oid,
-                    False,
-                    x509.SubjectKeyIdentifier.from_public_key(pub),
-                ),  # type: ignore[arg-type]
-            ],
+            extensions=[x509.Extension(v.oid, c, v) for v, c in exts],
         ).sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
     return len(csrs) / (time.perf_counter() - start)
 

@@ -1,20 +1,48 @@
-"""Wiring: builds the store, the authority and the listeners in one event loop.
+"""Wiring: builds the store, the listener and its frontends, and the change feed.
 
-``run_server`` is what ``certhub serve`` runs. One asyncio event loop (uvloop when
-available) per process; blocking store work goes to a bounded thread executor.
+``run_server`` is what ``certhub serve`` runs: one uvloop event loop per process holding
+a :class:`Server`; blocking store work goes to a bounded thread executor. Tests start the
+same :class:`Server` on an ephemeral port (see ``tests/serverkit.py``).
+
+Where things plug in (:meth:`Server.start`): the MQTT/TLS listener takes an ordered list
+of frontends (DPS, then the hub; the first whose ``accepts`` is true gets the CONNECT);
+the hub calls the renewal service for the credentials API and at connect; the HTTP side
+(service API, DPS over HTTPS, dashboard, metrics) starts after the listener.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import signal
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["ServerConfig", "run_server", "serve_forever"]
+from certhub.authority import CertificateAuthorityService
+from certhub.clock import Clock, SystemClock
+from certhub.datadir import DataDir
+from certhub.dps import DpsFrontend, DpsSettings, ProvisioningService, dps_router
+from certhub.hub import EventPoller, HubFrontend, HubService, TelemetryBuffer
+from certhub.listener import Frontend, Listener, ServerTls, trust_pems
+from certhub.rand import Random, SystemRandom
+from certhub.registry import Store
+from certhub.registry._events import EventRecord
+from certhub.renewal import RenewalService
+from certhub.service.api import service_routers
+from certhub.service.http import HttpsServer, create_http_app
+from certhub.service_hub import build_service_context
+
+__all__ = ["Server", "ServerConfig", "new_event_loop", "run_server", "serve_forever"]
 
 log = logging.getLogger("certhub")
+
+T = TypeVar("T")
+_TRUST_EVENTS = frozenset({"ca.changed", "policy.changed", "enrollment.changed"})
 
 
 @dataclass(frozen=True)
@@ -25,24 +53,253 @@ class ServerConfig:
     database_url: str | None = None
     bind: str = "127.0.0.1"
     mqtt_port: int = 8883
+    namespace: str = "default"
+    store_workers: int = 4
+    event_poll_interval: float = 0.2
+    telemetry_queue_size: int = 10_000
+    connect_timeout: float = 30.0
+    https_port: int | None = None
+    """HTTPS (service API, DPS over HTTPS) port; None: no HTTPS listener, 0: any free."""
+
+
+class Server:
+    """A running certhub: the store, the MQTT/TLS listener (DPS, hub), the change feed.
+
+    ``await start()`` binds (``mqtt_port=0`` picks a free port, see :attr:`mqtt_address`);
+    ``await stop()`` closes every connection, then the store. Both run on the caller's loop.
+    """
+
+    def __init__(
+        self, config: ServerConfig, *, clock: Clock | None = None, rng: Random | None = None
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.rng: Random = rng or SystemRandom()
+        self.data_dir = DataDir(config.data_dir)
+        self._executor: ThreadPoolExecutor | None = None
+        self._store: Store | None = None
+        self._listener: Listener | None = None
+        self._frontend: HubFrontend | None = None
+        self._hub: HubService | None = None
+        self._events: EventPoller | None = None
+        self._tls: ServerTls | None = None
+        self._dps: ProvisioningService | None = None
+        self._authority: CertificateAuthorityService | None = None
+        self._renewal: RenewalService | None = None
+        self._https: HttpsServer | None = None
+
+    # -- parts --------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        """The registry store (call it through :meth:`run` from async code)."""
+        assert self._store is not None, "server not started"
+        return self._store
+
+    @property
+    def hub(self) -> HubService:
+        """The hub's service-side API."""
+        assert self._hub is not None, "server not started"
+        return self._hub
+
+    @property
+    def hub_frontend(self) -> HubFrontend:
+        """The hub's listener frontend (live sessions)."""
+        assert self._frontend is not None, "server not started"
+        return self._frontend
+
+    @property
+    def listener(self) -> Listener:
+        """The MQTT/TLS listener."""
+        assert self._listener is not None, "server not started"
+        return self._listener
+
+    @property
+    def tls(self) -> ServerTls:
+        """The listener's TLS contexts."""
+        assert self._tls is not None, "server not started"
+        return self._tls
+
+    @property
+    def events(self) -> EventPoller:
+        """The change-feed poller."""
+        assert self._events is not None, "server not started"
+        return self._events
+
+    @property
+    def mqtt_address(self) -> tuple[str, int]:
+        """Where the MQTT/TLS listener is bound."""
+        return self.listener.address
+
+    def run(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]:
+        """Run a blocking call (store work) in the bounded executor."""
+        assert self._executor is not None, "server not started"
+        call = functools.partial(fn, *args)
+        return asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, start the hub, the listener and the change feed."""
+        config = self.config
+        self._executor = ThreadPoolExecutor(config.store_workers, "certhub-store")
+        url = config.database_url or self.data_dir.database_url
+        self._store = await self.run(Store.open, url)
+        hosts = await self.run(_hosts, self._store)
+        trust = await self.run(trust_pems, self._store, config.namespace)
+        self._tls = ServerTls(self.data_dir.server_cert_path, self.data_dir.server_key_path, trust)
+        self._authority = await self.run(self._open_authority)
+        self._renewal = RenewalService(
+            self._store, self._authority, clock=self.clock, rng=self.rng, run=self.run
+        )
+        await self._renewal.start()
+        self._frontend = HubFrontend(
+            self._store,
+            run=self.run,
+            clock=self.clock,
+            rng=self.rng,
+            hosts=hosts,
+            namespace=config.namespace,
+            telemetry=TelemetryBuffer(config.telemetry_queue_size),
+            credentials=self._renewal,
+        )
+        await self._frontend.start()
+        self._hub = HubService(self._frontend)
+        # DPS first: it accepts `{idScope}/registrations/…`, the hub `{host}/{deviceId}/?…`.
+        self._dps = await self.run(self._provisioning, hosts)
+        frontends: list[Frontend] = [DpsFrontend(self._dps, executor=self._executor)]
+        frontends.append(self._frontend)
+        self._listener = Listener(
+            frontends,
+            self._tls,
+            host=config.bind,
+            port=config.mqtt_port,
+            connect_timeout=config.connect_timeout,
+        )
+        await self._listener.start()
+        self._events = EventPoller(
+            self._store, self.run, self.clock, interval=config.event_poll_interval
+        )
+        self._events.subscribe(self._frontend.on_events)
+        self._events.subscribe(self._on_trust_events)
+        await self._events.start()
+        host, port = self._listener.address
+        names = ", ".join(f.name for f in frontends)
+        log.info("MQTT/TLS listener on %s:%d (%s)", host, port, names)
+        if config.https_port is not None:
+            await self._start_https(config.https_port)
+
+    async def _start_https(self, port: int) -> None:
+        """The HTTP side: the service API and DPS over HTTPS (the dashboard goes here too)."""
+        app = create_http_app()
+        self._https = HttpsServer(
+            app, host=self.config.bind, port=port, ssl_context=self.tls.context
+        )
+        context = await build_service_context(self, self._https.port, authority=self._authority)
+        for router in service_routers(context):
+            app.include_router(router)
+        assert self._dps is not None
+        app.include_router(dps_router(self._dps, executor=self._executor))
+        await self._https.start()
+        log.info("HTTPS listener on %s:%d (service API, dps)", *self.https_address)
+
+    @property
+    def https_port(self) -> int | None:
+        """The bound HTTPS port, None without an HTTPS listener."""
+        return None if self._https is None else self._https.port
+
+    @property
+    def https_address(self) -> tuple[str, int]:
+        """Where the HTTPS listener is bound."""
+        assert self._https is not None, "no HTTPS listener"
+        return self._https.host, self._https.port
+
+    async def stop(self) -> None:
+        """Close every connection, stop the background work and close the store."""
+        if self._https is not None:
+            await self._https.stop()
+            self._https = None
+        if self._events is not None:
+            await self._events.stop()
+        if self._listener is not None:
+            await self._listener.stop()
+        if self._frontend is not None:
+            await self._frontend.stop()
+        if self._renewal is not None:
+            await self._renewal.stop()
+            self._renewal = None
+        if self._dps is not None:
+            await self.run(self._dps.close)
+            self._dps = None
+        if self._store is not None:
+            await self.run(self._store.close)
+            self._store = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        log.info("certhub stopped")
+
+    def _open_authority(self) -> CertificateAuthorityService:
+        """The namespace's CAs and policies (shared by DPS and hub renewal)."""
+        return CertificateAuthorityService(
+            self.store,
+            clock=self.clock,
+            rng=self.rng,
+            passphrase=self.data_dir.passphrase(self.rng),
+            namespace=self.config.namespace,
+        )
+
+    def _provisioning(self, hosts: Sequence[str]) -> ProvisioningService:
+        """The DPS core, sending devices to this hub's host name."""
+        assert self._authority is not None
+        hub_host = self.store.get_setting("hub_host") or hosts[0]
+        settings = DpsSettings(hub_host=hub_host)
+        return ProvisioningService(
+            self.store, self._authority, settings=settings, clock=self.clock, rng=self.rng
+        )
+
+    async def reload_trust(self) -> bool:
+        """Re-read the trusted CAs now; True when new handshakes trust a different set."""
+        trust = await self.run(trust_pems, self.store, self.config.namespace)
+        changed = self.tls.update_trust(trust)
+        if changed:
+            log.info("client trust store rebuilt (%d certificates)", len(trust))
+        return changed
+
+    def _on_trust_events(self, batch: Sequence[EventRecord]) -> None:
+        if any(event.kind in _TRUST_EVENTS for event in batch):
+            asyncio.get_running_loop().create_task(self._reload_trust_logged())
+
+    async def _reload_trust_logged(self) -> None:
+        try:
+            await self.reload_trust()
+        except Exception:
+            log.exception("rebuilding the client trust store failed")
+
+
+def _hosts(store: Store) -> list[str]:
+    """Host names the hub answers to (settings ``hosts`` and ``hub_host``)."""
+    hosts = list(json.loads(store.get_setting("hosts") or "[]"))
+    hub_host = store.get_setting("hub_host")
+    if hub_host:
+        hosts.append(hub_host)
+    return hosts or ["localhost", "127.0.0.1"]
 
 
 async def serve_forever(config: ServerConfig, stop: asyncio.Event) -> None:
-    """Run until ``stop`` is set."""
+    """Run a :class:`Server` until ``stop`` is set."""
     log.info("certhub serving data directory %s", config.data_dir)
-    await stop.wait()
-    log.info("certhub stopped")
+    server = Server(config)
+    await server.start()
+    try:
+        await stop.wait()
+    finally:
+        await server.stop()
 
 
 def run_server(config: ServerConfig) -> None:
-    """Run the server until SIGINT or SIGTERM."""
+    """Run the server on uvloop until SIGINT or SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        pass
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -51,4 +308,15 @@ def run_server(config: ServerConfig) -> None:
             loop.add_signal_handler(sig, stop.set)
         await serve_forever(config, stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        runner.run(main())
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A uvloop event loop (lean TLS transports), or asyncio's where uvloop is missing."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop

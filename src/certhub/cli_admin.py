@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import secrets
 from pathlib import Path
@@ -22,7 +23,8 @@ from certhub.cli_common import (
     open_authority,
 )
 from certhub.pki import KeyType, LeafPolicy, PolicyError, certificate_sha1, parse_duration
-from certhub.registry.errors import AlreadyExists
+from certhub.registry.errors import AlreadyExists, EtagMismatch
+from certhub.registry.errors import NotFound as StoreNotFound
 from certhub.registry.records import (
     AttestationType,
     EnrollmentKind,
@@ -226,6 +228,38 @@ def _load_pem(path: Path, option: str) -> x509.Certificate:
         raise Refused(f"{option}: {path} is not a readable PEM certificate") from exc
 
 
+REPROVISION_POLICIES: dict[str, dict[str, bool]] = {
+    "migrate": {"updateHubAssignment": True, "migrateDeviceData": True},
+    "reset": {"updateHubAssignment": True, "migrateDeviceData": False},
+    "never": {"updateHubAssignment": False, "migrateDeviceData": True},
+}
+"""``--reprovision-policy`` choices and the ``reprovisionPolicy`` each stands for."""
+
+
+def _initial_twin(text: str) -> dict[str, Any]:
+    try:
+        twin = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise Refused(f"--initial-twin: not valid JSON ({exc.msg})") from exc
+    if not isinstance(twin, dict) or set(twin) - {"tags", "properties"}:
+        raise Refused("--initial-twin: expected an object with 'tags' and/or 'properties'")
+    return twin
+
+
+def _x509_material(cert_paths: tuple[Path, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    loaded = [_load_pem(p, "--certificate") for p in cert_paths]
+    return tuple(p.read_text() for p in cert_paths), tuple(certificate_sha1(c) for c in loaded)
+
+
+def _reprovision_option(fn: Any) -> Any:
+    return click.option(
+        "--reprovision-policy",
+        type=click.Choice(sorted(REPROVISION_POLICIES)),
+        help="On re-registration: migrate (keep the twin), reset (twin back to the "
+        "initial twin) or never (keep the assignment and the twin).",
+    )(fn)
+
+
 @enrollment.command("create")
 @data_options
 @click.option("--group", "group", help="Create an enrollment group with this id.")
@@ -256,6 +290,7 @@ def _load_pem(path: Path, option: str) -> x509.Certificate:
 )
 @click.option("--initial-twin", help='JSON: {"tags": {…}, "properties": {"desired": {…}}}.')
 @click.option("--disabled", is_flag=True, help="Create with provisioningStatus disabled.")
+@_reprovision_option
 @json_option
 def enrollment_create(
     data_dir: Path,
@@ -269,6 +304,7 @@ def enrollment_create(
     cert_paths: tuple[Path, ...],
     initial_twin: str | None,
     disabled: bool,
+    reprovision_policy: str | None,
     as_json: bool,
 ) -> None:
     """Create an enrollment group or an individual enrollment."""
@@ -276,14 +312,7 @@ def enrollment_create(
         raise Refused("give exactly one of --group or --individual")
     kind: EnrollmentKind = "group" if group else "individual"
     name = group or individual or ""
-    twin: dict[str, Any] = {}
-    if initial_twin:
-        try:
-            twin = json.loads(initial_twin)
-        except json.JSONDecodeError as exc:
-            raise Refused(f"--initial-twin: not valid JSON ({exc.msg})") from exc
-        if not isinstance(twin, dict) or set(twin) - {"tags", "properties"}:
-            raise Refused("--initial-twin: expected an object with 'tags' and/or 'properties'")
+    twin: dict[str, Any] = _initial_twin(initial_twin) if initial_twin else {}
     certs: tuple[str, ...] = ()
     thumbs: tuple[str, ...] = ()
     primary: str | None = None
@@ -297,9 +326,7 @@ def enrollment_create(
     else:
         if not cert_paths:
             raise Refused("x509 attestation needs --certificate")
-        loaded = [_load_pem(p, "--certificate") for p in cert_paths]
-        certs = tuple(p.read_text() for p in cert_paths)
-        thumbs = tuple(certificate_sha1(c) for c in loaded)
+        certs, thumbs = _x509_material(cert_paths)
     with open_authority(data_dir, database) as ca:
         ns = ca.namespace
         target = ca.store.get_policy(ns.id, policy_name)
@@ -318,6 +345,11 @@ def enrollment_create(
                 provisioning_status="disabled" if disabled else "enabled",
                 primary_key=primary,
                 secondary_key=secondary,
+                **(
+                    {"reprovision_policy": REPROVISION_POLICIES[reprovision_policy]}
+                    if reprovision_policy
+                    else {}
+                ),
             )
         except ValueError as exc:
             raise Refused(str(exc)) from exc
@@ -384,6 +416,148 @@ def enrollment_show(
         if e is None:
             raise Refused(f"no {kind} enrollment named {name!r}")
         _show_enrollment(e, as_json)
+
+
+def _enrollment_or_refuse(ca: Any, kind: EnrollmentKind, name: str) -> EnrollmentRecord:
+    e: EnrollmentRecord | None = ca.store.get_enrollment(ca.namespace.id, kind, name)
+    if e is None:
+        raise Refused(f"no {kind} enrollment named {name!r}")
+    return e
+
+
+def _write_enrollment(
+    ca: Any, e: EnrollmentRecord, etag: str | None, as_json: bool
+) -> EnrollmentRecord:
+    try:
+        record: EnrollmentRecord = ca.store.update_enrollment(e, etag, now=ca.clock.now())
+    except EtagMismatch as exc:
+        raise Refused(f"--etag: the enrollment changed (current etag {exc.actual})") from exc
+    except StoreNotFound as exc:
+        raise Refused(f"no {e.kind} enrollment named {e.name!r}") from exc
+    _show_enrollment(record, as_json)
+    return record
+
+
+def _etag_option(fn: Any) -> Any:
+    return click.option("--etag", help="Only if the enrollment's etag is still this.")(fn)
+
+
+@enrollment.command("update")
+@data_options
+@_kind_option
+@click.argument("name")
+@click.option("--policy", "policy_name", help="New credentialPolicyName.")
+@click.option("--primary-key", help="New base64 primary key (symmetricKey).")
+@click.option("--secondary-key", help="New base64 secondary key (symmetricKey).")
+@click.option(
+    "--certificate",
+    "cert_paths",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="x509: replace the signing CA PEMs (group) or the device certificate.",
+)
+@click.option("--initial-twin", help="Replace the initial twin (JSON).")
+@click.option("--status", type=click.Choice(["enabled", "disabled"]), help="provisioningStatus.")
+@_reprovision_option
+@_etag_option
+@json_option
+def enrollment_update(
+    data_dir: Path,
+    database: str | None,
+    is_group: bool,
+    name: str,
+    policy_name: str | None,
+    primary_key: str | None,
+    secondary_key: str | None,
+    cert_paths: tuple[Path, ...],
+    initial_twin: str | None,
+    status: str | None,
+    reprovision_policy: str | None,
+    etag: str | None,
+    as_json: bool,
+) -> None:
+    """Change an enrollment: keys, certificates, policy, initial twin, status."""
+    kind: EnrollmentKind = "group" if is_group else "individual"
+    changes: dict[str, Any] = {}
+    if initial_twin is not None:
+        changes["initial_twin"] = _initial_twin(initial_twin)
+    if status is not None:
+        changes["provisioning_status"] = status
+    if reprovision_policy is not None:
+        changes["reprovision_policy"] = REPROVISION_POLICIES[reprovision_policy]
+    with open_authority(data_dir, database) as ca:
+        e = _enrollment_or_refuse(ca, kind, name)
+        if e.attestation_type == "symmetricKey":
+            if cert_paths:
+                raise Refused("--certificate is only for x509 attestation")
+            if primary_key is not None:
+                changes["primary_key"] = _b64_key(primary_key, "--primary-key")
+            if secondary_key is not None:
+                changes["secondary_key"] = _b64_key(secondary_key, "--secondary-key")
+        else:
+            if primary_key is not None or secondary_key is not None:
+                raise Refused("--primary-key/--secondary-key are only for symmetricKey")
+            if cert_paths:
+                certs, thumbs = _x509_material(cert_paths)
+                changes.update(x509_certificates=certs, x509_thumbprints=thumbs)
+        if policy_name is not None:
+            target = ca.store.get_policy(ca.namespace.id, policy_name)
+            if target is None or target.state != "active":
+                raise Refused(f"--policy: no active policy named {policy_name!r}")
+            changes["credential_policy_name"] = policy_name
+        if not changes:
+            raise Refused("nothing to change: give at least one option")
+        _write_enrollment(ca, dataclasses.replace(e, **changes), etag, as_json)
+
+
+@enrollment.command("disable")
+@data_options
+@_kind_option
+@click.argument("name")
+@_etag_option
+@json_option
+def enrollment_disable(
+    data_dir: Path,
+    database: str | None,
+    is_group: bool,
+    name: str,
+    etag: str | None,
+    as_json: bool,
+) -> None:
+    """Set provisioningStatus disabled: DPS refuses its devices (status "disabled")."""
+    kind: EnrollmentKind = "group" if is_group else "individual"
+    with open_authority(data_dir, database) as ca:
+        e = _enrollment_or_refuse(ca, kind, name)
+        _write_enrollment(ca, dataclasses.replace(e, provisioning_status="disabled"), etag, as_json)
+
+
+@enrollment.command("delete")
+@data_options
+@_kind_option
+@click.argument("name")
+@_etag_option
+@json_option
+def enrollment_delete(
+    data_dir: Path,
+    database: str | None,
+    is_group: bool,
+    name: str,
+    etag: str | None,
+    as_json: bool,
+) -> None:
+    """Delete an enrollment (its devices stay; they can no longer register through it)."""
+    kind: EnrollmentKind = "group" if is_group else "individual"
+    with open_authority(data_dir, database) as ca:
+        try:
+            ca.store.delete_enrollment(ca.namespace.id, kind, name, etag)
+        except EtagMismatch as exc:
+            raise Refused(f"--etag: the enrollment changed (current etag {exc.actual})") from exc
+        except StoreNotFound as exc:
+            raise Refused(f"no {kind} enrollment named {name!r}") from exc
+    if as_json:
+        emit_json({"deleted": {"kind": kind, "name": name}})
+    else:
+        console.print(f"deleted {kind} enrollment {name}")
 
 
 def register(cli: click.Group) -> None:

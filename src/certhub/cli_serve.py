@@ -1,4 +1,4 @@
-"""``certhub serve`` and ``certhub demo``."""
+"""``certhub serve`` (``certhub demo`` lives in :mod:`certhub.cli_sim`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from certhub.cli_common import console, data_options, warn_development
+from certhub.cli_common import data_options, warn_development
 
 __all__ = ["register"]
 
@@ -17,6 +17,7 @@ __all__ = ["register"]
 @click.option("--dev", is_flag=True, help="Enable the development profile.")
 @click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--mqtt-port", type=int, default=8883, show_default=True)
+@click.option("--https-port", type=int, default=8443, show_default=True)
 def serve(
     data_dir: Path,
     database: str | None,
@@ -24,6 +25,7 @@ def serve(
     dev: bool,
     bind: str,
     mqtt_port: int,
+    https_port: int,
 ) -> None:
     """Run the server (initialising the data directory when it is new)."""
     from certhub.app import ServerConfig, run_server
@@ -32,27 +34,15 @@ def serve(
     result = initialize(data_dir, database_url=database, hosts=hosts, development=dev)
     if result.development:
         warn_development()
-    config = ServerConfig(data_dir=data_dir, database_url=database, bind=bind, mqtt_port=mqtt_port)
-    run_server(config)
-
-
-@click.command()
-@data_options
-@click.pass_context
-def demo(ctx: click.Context, data_dir: Path, database: str | None) -> None:
-    """certhub's main job on the embedded store: initialise, then serve."""
-    console.print("[bold]certhub demo[/]: initialising the data directory and starting the server")
-    ctx.invoke(
-        serve,
+    config = ServerConfig(
         data_dir=data_dir,
-        database=database,
-        hosts=(),
-        dev=True,
-        bind="127.0.0.1",
-        mqtt_port=8883,
+        database_url=database,
+        bind=bind,
+        mqtt_port=mqtt_port,
+        https_port=https_port,
     )
+    run_server(config)
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(serve)
-    cli.add_command(demo)

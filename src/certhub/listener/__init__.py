@@ -7,8 +7,25 @@ each CONNECT to the first :class:`~certhub.listener.api.Frontend` whose
 passes that frontend's :class:`~certhub.listener.api.Session` the client's SUBSCRIBE
 and PUBLISH packets. Frontends answer through the :class:`~certhub.listener.api.Link`
 they are given.
+
+Modules: :mod:`.api` (the contract), :mod:`.server` (:class:`Listener`), :mod:`.tls`
+(contexts, trust replacement at runtime), :mod:`.trust` (the trusted CAs from the store).
 """
 
-from certhub.listener.api import Frontend, Link, PeerInfo, Refusal, Session
+from certhub.listener.api import CLIENT_DISCONNECT, Frontend, Link, PeerInfo, Refusal, Session
+from certhub.listener.server import Listener
+from certhub.listener.tls import ServerTls, build_server_context
+from certhub.listener.trust import trust_pems
 
-__all__ = ["Frontend", "Link", "PeerInfo", "Refusal", "Session"]
+__all__ = [
+    "CLIENT_DISCONNECT",
+    "Frontend",
+    "Link",
+    "Listener",
+    "PeerInfo",
+    "Refusal",
+    "ServerTls",
+    "Session",
+    "build_server_context",
+    "trust_pems",
+]

@@ -113,6 +113,12 @@ class Frontend(Protocol):
         """True when this CONNECT is for this frontend (decided from the username)."""
         ...
 
-    async def open_session(self, connect: Connect, link: Link) -> Session | Refusal:
-        """Authenticate the CONNECT; return a Session to accept it or a Refusal."""
+    def open_session(
+        self, connect: Connect, link: Link
+    ) -> Session | Refusal | Awaitable[Session | Refusal]:
+        """Authenticate the CONNECT; a Session accepts it, a Refusal refuses it.
+
+        An ``async def`` is fine; a plain method that can answer at once (e.g. from a
+        cache) saves the listener a task per CONNECT.
+        """
         ...

@@ -27,10 +27,14 @@ from certhub.registry._audit import AuditMixin
 from certhub.registry._base import record
 from certhub.registry._certificates import CertificateMixin
 from certhub.registry._devices import DeviceMixin
+from certhub.registry._dps import DpsMixin
 from certhub.registry._enrollments import EnrollmentMixin
+from certhub.registry._events import EventsMixin
 from certhub.registry._issuance import IssuanceWriter
 from certhub.registry._operations import OperationMixin
 from certhub.registry._pki import PkiMixin
+from certhub.registry._renewal import RenewalMixin
+from certhub.registry._service import ServiceMixin
 from certhub.registry.engine import create_store_engine
 from certhub.registry.migrate import upgrade
 from certhub.registry.records import NamespaceRecord, check_aware
@@ -39,7 +43,18 @@ from certhub.registry.schema import namespaces, settings
 __all__ = ["Store"]
 
 
-class Store(AuditMixin, CertificateMixin, DeviceMixin, EnrollmentMixin, OperationMixin, PkiMixin):
+class Store(
+    ServiceMixin,
+    AuditMixin,
+    CertificateMixin,
+    DeviceMixin,
+    DpsMixin,
+    EnrollmentMixin,
+    EventsMixin,
+    OperationMixin,
+    PkiMixin,
+    RenewalMixin,
+):
     """Devices, twins, enrollments, CAs, policies, certificates, operations and audit."""
 
     def __init__(self, engine: Engine, random: Random) -> None:

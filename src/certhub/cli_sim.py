@@ -1,0 +1,267 @@
+"""``certhub simulate`` (a fleet of simulated devices) and ``certhub demo``.
+
+``simulate`` runs N real device agents in one process against a certhub whose data
+directory it can reach (it creates a development policy and an enrollment group there);
+``demo`` starts a server in-process on a data directory and runs a fleet on it, revoking
+and disabling a few devices on the way. Both show live progress, print a summary, and
+write an optional JSON report. Ctrl-C stops them cleanly and still prints the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import tempfile
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from certhub.cli_common import console, data_options
+
+__all__ = ["Duration", "demo", "register", "simulate"]
+
+T = TypeVar("T")
+_DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class Duration(click.ParamType[float]):
+    """Seconds, or ``<n>s|m|h|d`` (``90``, ``120s``, ``10m``); must be positive."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        else:
+            match = _DURATION.fullmatch(str(value))
+            if match is None:
+                self.fail(f"{value!r} is not a duration (e.g. 90, 120s, 10m)", param, ctx)
+            seconds = float(match.group(1)) * _UNITS[match.group(2)]
+        if seconds <= 0:
+            self.fail(f"{value!r} must be positive", param, ctx)
+        return seconds
+
+
+DURATION = Duration()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from certhub.app import new_event_loop
+
+    with asyncio.Runner(loop_factory=new_event_loop) as runner:
+        return runner.run(coro)
+
+
+def _write_json(path: Path | None, report: dict[str, Any]) -> None:
+    if path is not None:
+        path.write_text(json.dumps(report, indent=2, default=str) + "\n")
+        console.print(f"report written to [cyan]{path}[/]")
+
+
+@click.command()
+@data_options
+@click.option("--devices", type=click.IntRange(1, 100_000), default=100, show_default=True)
+@click.option(
+    "--validity",
+    type=DURATION,
+    default="120s",
+    show_default=True,
+    help="Certificate validity of the simulation policy.",
+)
+@click.option(
+    "--backdate",
+    type=DURATION,
+    default="10s",
+    show_default=True,
+    help="How far the simulation policy backdates notBefore.",
+)
+@click.option("--duration", type=DURATION, default="10m", show_default=True)
+@click.option(
+    "--ramp",
+    type=click.FloatRange(min=0.1),
+    default=50.0,
+    show_default=True,
+    help="Devices started per second.",
+)
+@click.option(
+    "--dps-share",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.1,
+    show_default=True,
+    help="Share of devices that renew through DPS instead of the hub.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Where the server listens.")
+@click.option("--port", type=int, default=None, help="MQTT/TLS port (default: the data dir's).")
+@click.option("--prefix", default="sim", show_default=True, help="Device id prefix.")
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Where the agents keep keys (default: a temporary directory).",
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write a JSON report here.",
+)
+@click.option("--no-live", is_flag=True, help="No live display (logs, CI).")
+def simulate(
+    data_dir: Path,
+    database: str | None,
+    devices: int,
+    validity: float,
+    backdate: float,
+    duration: float,
+    ramp: float,
+    dps_share: float,
+    host: str,
+    port: int | None,
+    prefix: str,
+    state_dir: Path | None,
+    json_path: Path | None,
+    no_live: bool,
+) -> None:
+    """Run a fleet of simulated devices against a running certhub (its data directory)."""
+    from certhub.sim import Fleet, FleetSpec, run_fleet
+    from certhub.sim.display import summary_table
+    from certhub.sim.target import prepare_target
+
+    if backdate >= validity:
+        raise click.BadParameter("must be shorter than --validity", param_hint="--backdate")
+    target, _ = prepare_target(
+        data_dir,
+        database_url=database,
+        validity=validity,
+        backdate=backdate,
+        host=host,
+        port=port,
+    )
+    spec = FleetSpec(devices=devices, prefix=prefix, ramp=ramp, dps_share=dps_share)
+    parameters = {
+        "devices": devices,
+        "duration_seconds": duration,
+        "validity_seconds": validity,
+        "backdate_seconds": backdate,
+        "dps_share": dps_share,
+        "ramp_per_second": ramp,
+    }
+    with tempfile.TemporaryDirectory(prefix="certhub-sim-") as tmp:
+        fleet = Fleet(target, spec, state_root=state_dir or Path(tmp))
+        console.print(
+            f"[bold]certhub simulate[/]: {devices} devices on {target.host}:{target.port}, "
+            f"{validity:g} s certificates, {duration:g} s"
+        )
+        try:
+            result = _run(
+                run_fleet(
+                    fleet,
+                    duration=duration,
+                    console=console,
+                    live=not no_live,
+                    parameters=parameters,
+                )
+            )
+        except KeyboardInterrupt:  # before the loop's own handler was installed
+            sys.exit(130)
+    figures = result.figures()
+    console.print(summary_table(figures, {"interrupted": str(result.interrupted).lower()}))
+    _write_json(json_path, result.report())
+    if figures["expiries"]:
+        sys.exit(1)
+
+
+@click.command()
+@data_options
+@click.option("--devices", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("--duration", type=DURATION, default="5m", show_default=True)
+@click.option("--validity", type=DURATION, default="2m", show_default=True)
+@click.option("--backdate", type=DURATION, default="10s", show_default=True)
+@click.option(
+    "--mqtt-port",
+    type=click.IntRange(0, 65535),
+    default=8883,
+    show_default=True,
+    help="0 picks a free port.",
+)
+@click.option(
+    "--revoke",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Devices to revoke on the way (they recover through DPS).",
+)
+@click.option(
+    "--disable",
+    type=click.IntRange(0),
+    default=3,
+    show_default=True,
+    help="Devices to disable on the way (they stay out).",
+)
+@click.option("--keep-serving", is_flag=True, help="Keep the server running afterwards.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Write a JSON report here.",
+)
+@click.option("--no-live", is_flag=True, help="No live display (logs, CI).")
+def demo(
+    data_dir: Path,
+    database: str | None,
+    devices: int,
+    duration: float,
+    validity: float,
+    backdate: float,
+    mqtt_port: int,
+    revoke: int,
+    disable: int,
+    keep_serving: bool,
+    json_path: Path | None,
+    no_live: bool,
+) -> None:
+    """certhub's main job: a server and a fleet renewing short certificates.
+
+    Starts certhub on the data directory (development profile), runs DEVICES simulated
+    devices on a VALIDITY policy for DURATION, revokes and disables a few of them on
+    the way, prints the summary and exits (status 1 if something was not handled).
+    """
+    from certhub.cli_common import warn_development
+    from certhub.sim.demo import DemoOptions, run_demo
+
+    if backdate >= validity:
+        raise click.BadParameter("must be shorter than --validity", param_hint="--backdate")
+    warn_development()
+    options = DemoOptions(
+        data_dir=data_dir,
+        database_url=database,
+        devices=devices,
+        duration=duration,
+        validity=validity,
+        backdate=backdate,
+        port=mqtt_port,
+        revoke=revoke,
+        disable=disable,
+        keep_serving=keep_serving,
+        live=not no_live,
+    )
+    try:
+        outcome = _run(run_demo(options, console))
+    except KeyboardInterrupt:  # before the loop's own handler was installed
+        sys.exit(130)
+    _write_json(json_path, outcome.report())
+    if not outcome.ok and not outcome.result.interrupted:
+        sys.exit(1)
+
+
+def register(cli: click.Group) -> None:
+    """Add ``simulate`` and ``demo`` to the ``certhub`` group."""
+    cli.add_command(simulate)
+    cli.add_command(demo)

@@ -1,0 +1,122 @@
+"""Group commit for registrations: one writer thread, one transaction per batch.
+
+SQLite lets one writer in at a time, and a writer that finds the lock taken sleeps in
+coarse steps (1, 2, 5, 10 … ms) before it retries, so registrations run on several
+threads mostly wait. Here every registration goes through one thread: it takes what
+is waiting (up to ``max_batch``), runs each item inside its own SAVEPOINT of one
+transaction — a refused item rolls back alone — and commits once (one fsync for the
+batch). A lone request is written at once; batches form only when requests overlap.
+On PostgreSQL the same shape saves a commit round trip per registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Generic, TypeVar
+
+from sqlalchemy.engine import Connection
+
+from certhub.registry import Store
+
+__all__ = ["BatchWriter"]
+
+log = logging.getLogger("certhub.dps")
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+_STOP = object()
+
+
+class BatchWriter(Generic[_Item, _Result]):
+    """Runs ``work(conn, item)`` for queued items, batch by batch, on one thread."""
+
+    def __init__(
+        self,
+        store: Store,
+        work: Callable[[Connection, _Item], _Result],
+        *,
+        max_batch: int = 64,
+        name: str = "certhub-dps-writer",
+    ) -> None:
+        self._store = store
+        self._work = work
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self.batches = 0
+        """Transactions committed (for tests and metrics)."""
+
+    def submit(self, item: _Item) -> Future[_Result]:
+        """Queue ``item``; the future holds ``work``'s result or its exception."""
+        if self._closed:
+            raise RuntimeError("the registration writer is closed")
+        future: Future[_Result] = Future()
+        self._queue.put((item, future))
+        return future
+
+    async def run(self, item: _Item) -> _Result:
+        """Submit from the event loop and await the result."""
+        return await asyncio.wrap_future(self.submit(item))
+
+    def close(self) -> None:
+        """Finish what is queued, then stop the thread."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+
+    def _next_batch(self) -> tuple[list[tuple[_Item, Future[_Result]]], bool]:
+        batch: list[tuple[_Item, Future[_Result]]] = []
+        entry = self._queue.get()
+        while True:
+            if entry is _STOP:
+                return batch, True
+            batch.append(entry)  # type: ignore[arg-type]
+            if len(batch) >= self._max_batch:
+                return batch, False
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                return batch, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            batch, stop = self._next_batch()
+            if batch:
+                self._write(batch)
+
+    def _write(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
+        done: list[tuple[Future[_Result], _Result | BaseException]] = []
+        try:
+            with self._store.transaction() as conn:
+                for item, future in batch:
+                    done.append((future, self._one(conn, item)))
+            self.batches += 1
+        except BaseException as exc:  # the commit (or the transaction) failed: all fail
+            log.exception("a registration batch failed")
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for future, result in done:
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+    def _one(self, conn: Connection, item: _Item) -> _Result | BaseException:
+        savepoint = conn.begin_nested()
+        try:
+            result = self._work(conn, item)
+        except Exception as exc:  # this item only: roll back to its savepoint
+            savepoint.rollback()
+            return exc
+        savepoint.commit()
+        return result

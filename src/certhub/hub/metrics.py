@@ -1,0 +1,68 @@
+"""The hub's Prometheus metrics (process-wide, in the default registry).
+
+Telemetry counts are read from the live :class:`~certhub.hub.telemetry.TelemetryBuffer`
+objects when Prometheus scrapes (a custom collector), so the per-message path costs two
+integer additions rather than two locked counter increments.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Iterator
+from typing import Protocol
+
+from prometheus_client import REGISTRY, Counter, Gauge
+from prometheus_client.core import CounterMetricFamily, Metric
+
+__all__ = [
+    "CONNECTIONS",
+    "REFUSALS",
+    "SESSIONS_CLOSED",
+    "count_telemetry_of",
+]
+
+REFUSALS = Counter(
+    "certhub_hub_refusals",
+    "Device CONNECTs the hub refused, by reason",
+    ["reason"],
+)
+CONNECTIONS = Gauge("certhub_hub_connections", "Live device sessions on the hub")
+SESSIONS_CLOSED = Counter(
+    "certhub_hub_sessions_closed",
+    "Device sessions ended, by reason",
+    ["reason"],
+)
+
+
+class _Counted(Protocol):
+    accepted: int
+    dropped: int
+
+
+class _TelemetryCollector:
+    """``certhub_hub_telemetry_messages_total`` and ``…_dropped_total`` at scrape time."""
+
+    def __init__(self) -> None:
+        self.buffers: weakref.WeakSet[_Counted] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        buffers = list(self.buffers)
+        yield CounterMetricFamily(
+            "certhub_hub_telemetry_messages",
+            "Device-to-cloud messages accepted",
+            value=sum(b.accepted for b in buffers),
+        )
+        yield CounterMetricFamily(
+            "certhub_hub_telemetry_dropped",
+            "Device-to-cloud messages dropped from a full in-process queue (oldest first)",
+            value=sum(b.dropped for b in buffers),
+        )
+
+
+_TELEMETRY = _TelemetryCollector()
+REGISTRY.register(_TELEMETRY)
+
+
+def count_telemetry_of(buffer: _Counted) -> None:
+    """Include ``buffer``'s counts in the telemetry metrics (while it lives)."""
+    _TELEMETRY.buffers.add(buffer)

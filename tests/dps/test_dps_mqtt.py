@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,7 +134,8 @@ class TestMqttContract(TransportContract):
 
 def test_https_is_served_by_the_server(running: RunningServer, env: DpsEnv) -> None:
     port = running.server.https_address[1]
-    with httpx.Client(verify=str(running.trust_anchor), timeout=10) as http:
+    verify = ssl.create_default_context(cafile=str(running.trust_anchor))
+    with httpx.Client(verify=verify, timeout=10) as http:
         r = http.put(
             f"https://127.0.0.1:{port}/{env.id_scope}/registrations/app-1/register",
             params={"api-version": CSR_API},

@@ -372,3 +372,24 @@ def test_the_writer_purges_expired_operations_on_its_own(env: DpsEnv) -> None:
     env.clock.advance(dt.timedelta(hours=2))
     env.register(env.attest_sas("dev-18"), body())
     assert env.store.get_dps_operation(op) is None
+
+
+def test_settings_from_the_store(env: DpsEnv) -> None:
+    assert DpsSettings.from_store(env.store) == DpsSettings(hub_host="localhost")
+    for key, value in {
+        "hub_host": "hub.example",
+        "dps.retry_after_seconds": "3",
+        "dps.operation_ttl_seconds": "60",
+        "dps.registration_rate": "50",
+        "dps.registration_burst": "10",
+        "dps.strict_api_version": "true",
+    }.items():
+        env.store.set_setting(key, value)
+    assert DpsSettings.from_store(env.store) == DpsSettings(
+        hub_host="hub.example",
+        retry_after_seconds=3,
+        operation_ttl=dt.timedelta(seconds=60),
+        registration_rate=50.0,
+        registration_burst=10,
+        strict_api_version=True,
+    )

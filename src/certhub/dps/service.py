@@ -66,6 +66,28 @@ class DpsSettings:
     strict_api_version: bool = False
     """Refuse a top-level ``csr`` with an api-version before 2025-07-01-preview (400003)."""
 
+    @classmethod
+    def from_store(cls, store: Store, *, hub_host: str | None = None) -> DpsSettings:
+        """Settings from the store's ``settings`` table; absent keys keep the defaults.
+
+        Keys: ``hub_host``, ``dps.retry_after_seconds``, ``dps.operation_ttl_seconds``,
+        ``dps.registration_rate`` (per second; empty or 0: unlimited),
+        ``dps.registration_burst``, ``dps.strict_api_version`` (``1``/``true``).
+        """
+        get = store.get_setting
+        values: dict[str, Any] = {"hub_host": hub_host or get("hub_host") or "localhost"}
+        if (retry := get("dps.retry_after_seconds")) is not None:
+            values["retry_after_seconds"] = int(retry)
+        if (ttl := get("dps.operation_ttl_seconds")) is not None:
+            values["operation_ttl"] = dt.timedelta(seconds=int(ttl))
+        if rate := get("dps.registration_rate"):
+            values["registration_rate"] = float(rate) or None
+        if (burst := get("dps.registration_burst")) is not None:
+            values["registration_burst"] = int(burst)
+        if (strict := get("dps.strict_api_version")) is not None:
+            values["strict_api_version"] = strict.strip().lower() in ("1", "true", "yes")
+        return cls(**values)
+
 
 @dataclass(frozen=True)
 class _Job:

@@ -105,6 +105,8 @@ def initialize(
     database_url: str | None = None,
     hosts: Sequence[str] = (),
     development: bool = False,
+    mqtt_port: int | None = None,
+    https_port: int | None = None,
     clock: Clock | None = None,
     rng: Random | None = None,
 ) -> InitResult:
@@ -125,6 +127,10 @@ def initialize(
         if created or (hosts and store.get_setting("hub_host") is None):
             store.set_setting("hub_host", (list(hosts) or ["localhost"])[0])
         store.set_setting("hosts", json.dumps(all_hosts))
+        if mqtt_port is not None:
+            store.set_setting("mqtt_port", str(mqtt_port))
+        if https_port is not None:
+            store.set_setting("https_port", str(https_port))
         _ensure_server_tls(store, dd, all_hosts, clock, rng, passphrase)
         return _facts(store, dd, url, created)
 

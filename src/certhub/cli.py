@@ -58,14 +58,34 @@ def _print_init(result: Any) -> None:
 @data_options
 @click.option("--host", "hosts", multiple=True, help="Host name the endpoints answer to (repeat).")
 @click.option("--dev", is_flag=True, help="Enable the development profile (short validities).")
+@click.option("--mqtt-port", type=click.IntRange(1, 65535), help="MQTT/TLS port devices use.")
+@click.option("--https-port", type=click.IntRange(1, 65535), help="HTTPS port (service API, DPS).")
 @json_option
 def init(
-    data_dir: Path, database: str | None, hosts: tuple[str, ...], dev: bool, as_json: bool
+    data_dir: Path,
+    database: str | None,
+    hosts: tuple[str, ...],
+    dev: bool,
+    mqtt_port: int | None,
+    https_port: int | None,
+    as_json: bool,
 ) -> None:
-    """Create (or reuse) a data directory and print what devices and operators need."""
+    """Create (or reuse) a data directory and print what devices and operators need.
+
+    ``--mqtt-port`` / ``--https-port`` record the ports the server will listen on, so the
+    printed connection string and DPS address are the ones to use; ``certhub serve`` takes
+    its own ``--port`` / ``--https-port`` and should be given the same values.
+    """
     from certhub.bootstrap import initialize
 
-    result = initialize(data_dir, database_url=database, hosts=hosts, development=dev)
+    result = initialize(
+        data_dir,
+        database_url=database,
+        hosts=hosts,
+        development=dev,
+        mqtt_port=mqtt_port,
+        https_port=https_port,
+    )
     if as_json:
         emit_json(result.as_dict())
     else:

@@ -34,6 +34,25 @@ def test_init_json_prints_device_and_operator_facts(data_dir: str) -> None:
         assert facts[key]
 
 
+def test_init_records_the_ports_it_is_given(data_dir: str) -> None:
+    code, out = run(
+        "init", "--data-dir", data_dir, "--https-port", "9443", "--mqtt-port", "9883", "--json"
+    )
+    assert code == 0, out
+    facts = json.loads(out)
+    assert (facts["https_port"], facts["mqtt_port"]) == (9443, 9883)
+    assert ":9443;SharedAccessKeyName=iothubowner" in facts["service_connection_string"]
+    # a later init without the options keeps them
+    facts = json.loads(run("init", "--data-dir", data_dir, "--json")[1])
+    assert (facts["https_port"], facts["mqtt_port"]) == (9443, 9883)
+
+
+def test_init_refuses_a_port_out_of_range(data_dir: str) -> None:
+    code, out = run("init", "--data-dir", data_dir, "--https-port", "70000")
+    assert code == 2
+    assert "--https-port" in out and "70000" in out
+
+
 def test_policy_create_list_show(data_dir: str) -> None:
     code, out = run(
         "policy",

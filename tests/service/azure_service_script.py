@@ -6,6 +6,7 @@ Phases (one JSON line each on stdout):
   create  create DEVICE_ID with certificate-authority authentication, read its twin
   twin    update the twin (tags + desired) with its etag, read it back
   finish  disable the device, run a paged query, read statistics, provoke errors
+  bulk    bulk-create DEVICE_ID-0..2, then a bulk call that partly fails
 The trust anchor comes from REQUESTS_CA_BUNDLE.
 """
 
@@ -13,7 +14,13 @@ import json
 import sys
 
 from azure.iot.hub import IoTHubRegistryManager
-from azure.iot.hub.models import QuerySpecification, Twin, TwinProperties
+from azure.iot.hub.models import (
+    AuthenticationMechanism,
+    ExportImportDevice,
+    QuerySpecification,
+    Twin,
+    TwinProperties,
+)
 from msrest.exceptions import HttpOperationError
 
 
@@ -91,10 +98,38 @@ def finish(manager, device_id):
     )
 
 
+def bulk(manager, device_id):
+    ca = AuthenticationMechanism(type="certificateAuthority")
+    created = manager.bulk_create_or_update_devices(
+        [
+            ExportImportDevice(
+                id=f"{device_id}-{i}", import_mode="create", status="enabled", authentication=ca
+            )
+            for i in range(3)
+        ]
+    )
+    mixed = manager.bulk_create_or_update_devices(
+        [
+            ExportImportDevice(id=f"{device_id}-0", import_mode="create", authentication=ca),
+            ExportImportDevice(id=f"{device_id}-1", import_mode="delete"),
+        ]
+    )
+    say(
+        created=created.is_successful,
+        created_errors=len(created.errors or []),
+        mixed=mixed.is_successful,
+        errors=[(e.device_id, e.error_code, e.operation) for e in mixed.errors],
+        remaining=sorted(
+            d.device_id for d in manager.get_devices() if d.device_id.startswith(device_id)
+        ),
+        auth=manager.get_device(f"{device_id}-2").authentication.type,
+    )
+
+
 def main():
     phase, connection_string, device_id = sys.argv[1:4]
     manager = IoTHubRegistryManager.from_connection_string(connection_string)
-    {"create": create, "twin": twin, "finish": finish}[phase](manager, device_id)
+    {"create": create, "twin": twin, "finish": finish, "bulk": bulk}[phase](manager, device_id)
 
 
 if __name__ == "__main__":

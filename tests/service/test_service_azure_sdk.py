@@ -90,3 +90,16 @@ def test_service_sdk_devices_twins_query_and_statistics(tmp_path: Path) -> None:
             "body": finish["missing"]["body"],
             "code": "DeviceNotFound",
         }
+
+
+def test_service_sdk_bulk_registry_operations(tmp_path: Path) -> None:
+    with (
+        running_server(tmp_path / "data", https_port=0) as running,
+        https_service(running) as endpoint,
+    ):
+        result = _sdk(endpoint, "bulk", "bulk")
+    assert (result["created"], result["created_errors"]) == (True, 0)
+    assert result["mixed"] is False
+    assert result["errors"] == [["bulk-0", "DeviceAlreadyExists", "create"]]
+    assert result["remaining"] == ["bulk-0", "bulk-2"]
+    assert result["auth"] == "certificateAuthority"

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from certhub.service.admin import admin_router
 from certhub.service.context import ServiceContext
 from certhub.service.devices import devices_router
+from certhub.service.devices_bulk import bulk_router
 from certhub.service.query import query_router
 from certhub.service.stats import stats_router
 from certhub.service.twins import twins_router
@@ -44,6 +45,7 @@ def service_routers(ctx: ServiceContext) -> list[APIRouter]:
     return [
         query_router(ctx),
         devices_router(ctx),
+        bulk_router(ctx),
         twins_router(ctx),
         stats_router(ctx),
         admin_router(ctx),

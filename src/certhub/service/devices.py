@@ -33,11 +33,15 @@ from certhub.service.errors import AlreadyExists, BadRequest, NotFound
 
 __all__ = [
     "DEVICE_ID_PATTERN",
+    "AuthenticationIn",
     "DeviceIn",
+    "check_device_id",
+    "create_device",
     "device_json",
     "devices_router",
     "require_device",
     "timestamp_or_epoch",
+    "update_device",
 ]
 
 #: IoT Hub device ids: up to 128 ASCII letters, digits and ``-.%_*?!(),:=@$'``.
@@ -154,7 +158,8 @@ def _credentials(body: DeviceIn, ctx: ServiceContext) -> dict[str, Any]:
     return out
 
 
-def _check_id(device_id: str, body: DeviceIn) -> None:
+def check_device_id(device_id: str, body: DeviceIn) -> None:
+    """400 when ``device_id`` is not a valid IoT Hub id or differs from the body's."""
     if not _DEVICE_ID.match(device_id):
         raise BadRequest(f"invalid device id {device_id!r}", reason="invalid-device-id")
     if body.deviceId is not None and body.deviceId != device_id:
@@ -177,7 +182,8 @@ async def _check_policy(ctx: ServiceContext, namespace_id: int, name: str | None
         raise BadRequest(f"policyName: no active policy named {name!r}", reason="unknown-policy")
 
 
-async def _create(ctx: ServiceContext, device_id: str, body: DeviceIn) -> DeviceRecord:
+async def create_device(ctx: ServiceContext, device_id: str, body: DeviceIn) -> DeviceRecord:
+    """Create the device ``body`` describes; 409 when the id is taken."""
     ns = await ctx.call(ctx.store.get_namespace, ctx.namespace)
     assert ns is not None, "the namespace is initialised"
     creds = _credentials(body, ctx)
@@ -202,9 +208,10 @@ async def _create(ctx: ServiceContext, device_id: str, body: DeviceIn) -> Device
         ) from exc
 
 
-async def _update(
+async def update_device(
     ctx: ServiceContext, current: DeviceRecord, body: DeviceIn, etag: str
 ) -> DeviceRecord:
+    """Replace ``current``'s settings with ``body``'s; 412 when ``etag`` is stale."""
     await _check_policy(ctx, current.namespace_id, body.policyName)
     changed = dataclasses.replace(
         current,
@@ -239,12 +246,12 @@ def devices_router(ctx: ServiceContext) -> APIRouter:
         body: DeviceIn = Body(...),
         match: str | None = Header(None, alias="If-Match"),
     ) -> JSONResponse:
-        _check_id(id, body)
+        check_device_id(id, body)
         etag = if_match(match)
         if etag is None:
-            device = await _create(ctx, id, body)
+            device = await create_device(ctx, id, body)
         else:
-            device = await _update(ctx, await require_device(ctx, id), body, etag)
+            device = await update_device(ctx, await require_device(ctx, id), body, etag)
         return JSONResponse(device_json(device))
 
     @router.delete(

@@ -13,9 +13,11 @@ the hub calls the renewal service for the credentials API and at connect; the HT
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,16 +27,27 @@ from typing import Any, TypeVar
 
 from certhub.authority import CertificateAuthorityService
 from certhub.clock import Clock, SystemClock
+from certhub.cluster import Coordinator, health_router, per_node_rate
+from certhub.dashboard import http_routers
 from certhub.datadir import DataDir
 from certhub.dps import DpsFrontend, DpsSettings, ProvisioningService, dps_router
 from certhub.hub import EventPoller, HubFrontend, HubService, TelemetryBuffer
+from certhub.issuer_lifecycle import IssuerLifecycle, RetirementLoop
 from certhub.listener import Frontend, Listener, ServerTls, trust_pems
+from certhub.metrics import node_name
 from certhub.rand import Random, SystemRandom
 from certhub.registry import Store
 from certhub.registry._events import EventRecord
-from certhub.renewal import RenewalService
+from certhub.renewal import RenewalConfig, RenewalService
 from certhub.service.api import service_routers
 from certhub.service.http import HttpsServer, create_http_app
+from certhub.service.pki_http import (
+    CrlRefresher,
+    CrlSettings,
+    PkiPublisher,
+    crl_base_url,
+    pki_router,
+)
 from certhub.service_hub import build_service_context
 
 __all__ = ["Server", "ServerConfig", "new_event_loop", "run_server", "serve_forever"]
@@ -60,6 +73,20 @@ class ServerConfig:
     connect_timeout: float = 30.0
     https_port: int | None = None
     """HTTPS (service API, DPS over HTTPS) port; None: no HTTPS listener, 0: any free."""
+    node_name: str | None = None
+    """This process's name in the cluster (``/readyz``, metrics, ``cluster_nodes``);
+    None: the host name."""
+    reuse_port: bool = False
+    """Bind the MQTT and HTTPS ports with ``SO_REUSEPORT`` (several processes, one port)."""
+    cluster_heartbeat: float = 2.0
+    """Seconds between heartbeats (node row, live count, lease renewal)."""
+    lease_ttl: float = 10.0
+    """Seconds a lease outlives its holder's last heartbeat (takeover after a crash)."""
+    renewal: RenewalConfig | None = None
+    """Renewal settings (None: ``RenewalConfig.from_store``, the ``renewal.*`` settings);
+    ``admission_rate`` is cluster-wide, split between the live nodes."""
+    retirement_interval: float = 60.0
+    """Seconds between checks for drained issuing CAs to retire (one node of the cluster)."""
 
 
 class Server:
@@ -87,6 +114,11 @@ class Server:
         self._authority: CertificateAuthorityService | None = None
         self._renewal: RenewalService | None = None
         self._https: HttpsServer | None = None
+        self._crl: CrlRefresher | None = None
+        self._coordinator: Coordinator | None = None
+        self._renewal_config = config.renewal
+        self._next_rebalance = 0.0
+        self._retirement: RetirementLoop | None = None
 
     # -- parts --------------------------------------------------------------------------
 
@@ -149,9 +181,16 @@ class Server:
         trust = await self.run(trust_pems, self._store, config.namespace)
         self._tls = ServerTls(self.data_dir.server_cert_path, self.data_dir.server_key_path, trust)
         self._authority = await self.run(self._open_authority)
+        if self._renewal_config is None:
+            self._renewal_config = await self.run(RenewalConfig.from_store, self._store)
         self._renewal = RenewalService(
-            self._store, self._authority, clock=self.clock, rng=self.rng, run=self.run
-        )
+            self._store,
+            self._authority,
+            clock=self.clock,
+            rng=self.rng,
+            run=self.run,
+            config=dataclasses.replace(self.renewal_config, detection_interval=0),
+        )  # its periodic jobs run under a cluster lease (see _start_cluster)
         await self._renewal.start()
         self._frontend = HubFrontend(
             self._store,
@@ -169,12 +208,14 @@ class Server:
         self._dps = await self.run(self._provisioning, hosts)
         frontends: list[Frontend] = [DpsFrontend(self._dps, executor=self._executor)]
         frontends.append(self._frontend)
+        await self._start_cluster()
         self._listener = Listener(
             frontends,
             self._tls,
             host=config.bind,
             port=config.mqtt_port,
             connect_timeout=config.connect_timeout,
+            reuse_port=config.reuse_port,
         )
         await self._listener.start()
         self._events = EventPoller(
@@ -182,7 +223,13 @@ class Server:
         )
         self._events.subscribe(self._frontend.on_events)
         self._events.subscribe(self._on_trust_events)
+        lifecycle = IssuerLifecycle(self._authority)
+        self._events.subscribe(lifecycle.on_events)
         await self._events.start()
+        self._retirement = RetirementLoop(lifecycle, self.run)
+        self.coordinator.singleton(
+            "ca.retirement", config.retirement_interval, self._retirement.run_once
+        )
         host, port = self._listener.address
         names = ", ".join(f.name for f in frontends)
         log.info("MQTT/TLS listener on %s:%d (%s)", host, port, names)
@@ -193,13 +240,21 @@ class Server:
         """The HTTP side: the service API and DPS over HTTPS (the dashboard goes here too)."""
         app = create_http_app()
         self._https = HttpsServer(
-            app, host=self.config.bind, port=port, ssl_context=self.tls.context
+            app,
+            host=self.config.bind,
+            port=port,
+            ssl_context=self.tls.context,
+            reuse_port=self.config.reuse_port,
         )
+        app.include_router(health_router(self.coordinator.name, self._readiness))
         context = await build_service_context(self, self._https.port, authority=self._authority)
         for router in service_routers(context):
             app.include_router(router)
         assert self._dps is not None
         app.include_router(dps_router(self._dps, executor=self._executor))
+        await self._start_pki(app)
+        for router in http_routers(self):  # dashboard + /metrics
+            app.include_router(router)
         await self._https.start()
         log.info("HTTPS listener on %s:%d (service API, dps)", *self.https_address)
 
@@ -216,9 +271,17 @@ class Server:
 
     async def stop(self) -> None:
         """Close every connection, stop the background work and close the store."""
+        if self._coordinator is not None:
+            await self._coordinator.stop()  # releases the leases: others take over at once
+            self._coordinator = None
         if self._https is not None:
             await self._https.stop()
             self._https = None
+        if self._retirement is not None:
+            await self._retirement.stop()
+            self._retirement = None
+        if self._crl is not None:
+            await self._crl.stop()
         if self._events is not None:
             await self._events.stop()
         if self._listener is not None:
@@ -239,6 +302,74 @@ class Server:
             self._executor = None
         log.info("certhub stopped")
 
+    # -- cluster ---------------------------------------------------------------------------
+
+    @property
+    def renewal_config(self) -> RenewalConfig:
+        """The renewal settings (``admission_rate`` is the cluster-wide total)."""
+        return self._renewal_config or RenewalConfig()
+
+    @property
+    def coordinator(self) -> Coordinator:
+        """This node's cluster coordinator (heartbeat, leases, singleton jobs)."""
+        assert self._coordinator is not None, "server not started"
+        return self._coordinator
+
+    async def _start_cluster(self) -> None:
+        """Register this node; run the scheduled work under leases; share the rates."""
+        config, frontend = self.config, self.hub_frontend
+        self._coordinator = Coordinator(
+            self.store.engine,
+            node_id=frontend.node_id,
+            name=node_name(config.node_name),
+            clock=self.clock,
+            run=self.run,
+            heartbeat=config.cluster_heartbeat,
+            lease_ttl=config.lease_ttl,
+            info={"bind": config.bind, "mqtt_port": config.mqtt_port, "pid": os.getpid()},
+        )
+        renewal = self.renewal_config
+        if renewal.detection_interval > 0:
+            self._next_rebalance = asyncio.get_running_loop().time() + renewal.rebalance_interval
+            self._coordinator.singleton(
+                "renewal.jobs", renewal.detection_interval, self._renewal_jobs
+            )
+        await self._coordinator.start()
+        self._coordinator.on_live_nodes(self._on_live_nodes)
+
+    async def _renewal_jobs(self) -> None:
+        """Overdue detection (and recovery of stuck operations), rebalancing when due."""
+        assert self._renewal is not None
+        await self._renewal.run_detection()
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._next_rebalance:
+            self._next_rebalance = loop.time() + self.renewal_config.rebalance_interval
+            await self._renewal.run_rebalance()
+
+    def _on_live_nodes(self, count: int) -> None:
+        """Route to sessions on other nodes while there are any; split the admission rate."""
+        frontend = self.hub_frontend
+        if count > 1 and not frontend.clustered:
+            frontend.spawn(frontend.load_remote_sessions())
+        frontend.clustered = count > 1
+        frontend.live_nodes = self.coordinator.live_ids
+        config = self.renewal_config
+        bucket = getattr(self._renewal, "_bucket", None)  # TODO(E): a public setter
+        rate = per_node_rate(config.admission_rate, count)
+        if bucket is not None and rate is not None:
+            bucket.rate = rate
+            burst = config.admission_burst or config.admission_rate or rate
+            bucket.burst = max(1.0, burst / count)
+
+    async def _readiness(self) -> dict[str, bool]:
+        """``/readyz``: listener bound, store answering, heartbeat recent."""
+        store = await self.run(_store_answers, self.store)
+        return {
+            "listener": self._listener is not None,
+            "store": store,
+            "cluster": self._coordinator is not None and self._coordinator.healthy,
+        }
+
     def _open_authority(self) -> CertificateAuthorityService:
         """The namespace's CAs and policies (shared by DPS and hub renewal)."""
         return CertificateAuthorityService(
@@ -247,7 +378,23 @@ class Server:
             rng=self.rng,
             passphrase=self.data_dir.passphrase(self.rng),
             namespace=self.config.namespace,
+            crl_base_url=crl_base_url(
+                self.store.get_setting("crl_base_url"),
+                self.store.get_setting("hub_host") or _hosts(self.store)[0],
+                self.config.https_port,
+            ),
         )
+
+    async def _start_pki(self, app: Any) -> None:
+        """CRLs and OCSP on the HTTPS app; CRLs rebuilt on revocations and on a lease."""
+        assert self._authority is not None
+        settings = await self.run(CrlSettings.from_store, self.store)
+        publisher = PkiPublisher(self.store, self._authority, clock=self.clock, settings=settings)
+        app.include_router(pki_router(publisher, self.run))
+        self._crl = CrlRefresher(publisher, self.run)
+        self.events.subscribe(self._crl.on_events)
+        interval = publisher.settings.refresh_interval
+        self.coordinator.singleton("crl.refresh", interval, self._crl.run_once)
 
     def _provisioning(self, hosts: Sequence[str]) -> ProvisioningService:
         """The DPS core, sending devices to this hub's host name."""
@@ -275,6 +422,14 @@ class Server:
             await self.reload_trust()
         except Exception:
             log.exception("rebuilding the client trust store failed")
+
+
+def _store_answers(store: Store) -> bool:
+    try:
+        store.last_event_id()
+    except Exception:
+        return False
+    return True
 
 
 def _hosts(store: Store) -> list[str]:

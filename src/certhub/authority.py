@@ -21,9 +21,12 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import Connection
 
 from certhub.clock import Clock
+from certhub.metrics import CERTIFICATES_ISSUED
 from certhub.pki import (
+    MAX_CSR_DER_BYTES,
     Authority,
     CaKeyPair,
+    CsrContext,
     CsrRejected,
     IssuanceError,
     IssuanceRequest,
@@ -33,9 +36,9 @@ from certhub.pki import (
     PolicyError,
     certificate_sha256,
     create_issuing_ca,
+    create_root_ca,
     decrypt_private_key,
     encrypt_private_key,
-    public_key_sha256,
 )
 from certhub.rand import Random
 from certhub.registry import Store
@@ -55,6 +58,7 @@ __all__ = [
     "CertificateAuthorityService",
     "IssueItem",
     "PolicyIssuer",
+    "SignedItem",
     "leaf_policy_of",
     "new_ca_row",
 ]
@@ -149,11 +153,19 @@ class CertificateAuthorityService:
         return ns
 
     def root_ca(self) -> CaRecord:
-        """The namespace's active root CA."""
+        """The namespace's newest active root CA (the one that signs new issuing CAs)."""
         roots = self.store.list_cas(self.namespace.id, kind="root", state="active")
         if not roots:
             raise NotFound("root CA", self._namespace_name)
-        return roots[0]
+        return roots[-1]
+
+    def root_certificate_of(self, ca: CaRecord) -> x509.Certificate:
+        """The root that signed issuing CA ``ca`` (matched by subject; after a root
+        rotation two roots coexist until the old one's issuing CAs retire)."""
+        issuer = self.ca_pair(ca).certificate.issuer.rfc4514_string()
+        roots = self.store.list_cas(self.namespace.id, kind="root")
+        matching = [r for r in roots if r.subject == issuer] or [self.root_ca()]
+        return self.ca_pair(matching[-1]).certificate
 
     def ca_pair(self, record: CaRecord) -> CaKeyPair:
         """The CA's certificate and decrypted key (decrypted once, then cached)."""
@@ -194,7 +206,7 @@ class CertificateAuthorityService:
         cas = self.store.list_cas(ns.id, kind="issuing", policy_id=policy.id, state="active")
         if not cas:
             raise NotFound("issuing CA of policy", policy_name)
-        root = self.ca_pair(self.root_ca()).certificate
+        root = self.root_certificate_of(cas[-1])
         return PolicyIssuer(policy, leaf_policy_of(policy), cas[-1], self.ca_pair(cas[-1]), root)
 
     def crl_url(self, ca_id: int) -> str | None:
@@ -256,6 +268,54 @@ class CertificateAuthorityService:
         self.invalidate()
         return policy
 
+    def new_issuing_ca(
+        self,
+        policy: PolicyRecord,
+        *,
+        key_type: KeyType,
+        generation: int = 1,
+        root: CaRecord | None = None,
+    ) -> NewCa:
+        """A fresh issuing CA for ``policy``, signed by ``root`` (default: the newest
+        active root), as a store row.
+
+        ``generation`` > 1 adds `` G{n}`` to the common name (rotations, revocations).
+        Nothing is written; the caller adds the row in its own transaction.
+        """
+        root_rec = root or self.root_ca()
+        suffix = f" G{generation}" if generation > 1 else ""
+        ica = create_issuing_ca(
+            self.ca_pair(root_rec),
+            common_name=f"certhub {self.namespace.name} {policy.name} issuing CA{suffix}",
+            key_type=key_type,
+            clock=self.clock,
+            rng=self.rng,
+            validity=ISSUING_CA_VALIDITY,
+            crl_url=self.crl_url(root_rec.id),
+        )
+        subject = ica.certificate.subject.rfc4514_string()
+        return new_ca_row(
+            policy.namespace_id,
+            "issuing",
+            subject,
+            ica,
+            self._passphrase,
+            self.clock.now(),
+            policy_id=policy.id,
+        )
+
+    def new_root_ca(self, *, key_type: KeyType, generation: int) -> NewCa:
+        """A fresh self-signed namespace root (`` G{n}`` in its name) as a store row."""
+        ns = self.namespace
+        root = create_root_ca(
+            common_name=f"certhub {ns.name} root CA G{generation}",
+            key_type=key_type,
+            clock=self.clock,
+            rng=self.rng,
+        )
+        name = root.certificate.subject.rfc4514_string()
+        return new_ca_row(ns.id, "root", name, root, self._passphrase, self.clock.now())
+
     # -- issuance ----------------------------------------------------------------
 
     def issue(
@@ -309,28 +369,64 @@ class CertificateAuthorityService:
     def _issue_batch(
         self, items: Sequence[IssueItem], conn: Connection
     ) -> list[IssuedLeaf | Exception]:
+        signed = self.sign_batch(items, conn=conn)
+        return self.record_batch(signed, conn=conn)
+
+    def sign_batch(
+        self, items: Sequence[IssueItem], *, conn: Connection | None = None
+    ) -> list[SignedItem | Exception]:
+        """Validate and sign each item without writing anything (the first half of
+        :meth:`issue_batch`); :meth:`record_batch` writes the results and must run in
+        the same transaction, or the key-reuse check could miss a concurrent issuance.
+
+        Reads the devices' revocation ids and the keys they had certified (in ``conn``'s
+        transaction when given). Each CSR is parsed once: the bulk key-reuse lookup and
+        the validators share its :class:`~certhub.pki.CsrContext`.
+        """
         wanted = [i.device_id for i in items if i.revocation_id is None]
         revocation_ids = self.store.revocation_ids(wanted, conn=conn)
-        seen = self.store.seen_public_keys(_key_pairs(items), conn=conn)
-        results: list[IssuedLeaf | Exception] = []
-        for item in items:
+        seen: set[tuple[str, str]] = set()
+        prepared = [self._prepare(item, revocation_ids, seen) for item in items]
+        seen |= self.store.seen_public_keys(_key_pairs(prepared), conn=conn)
+        results: list[SignedItem | Exception] = []
+        for entry in prepared:
+            if isinstance(entry, Exception):
+                results.append(entry)
+                continue
             try:
-                leaf, issuer, rid = self._sign_one(item, revocation_ids, seen)
-            except (CsrRejected, NotFound, IssuanceError, PolicyError) as exc:
+                leaf = self.authority.sign(entry.request, context=entry.context)
+            except (CsrRejected, IssuanceError, PolicyError) as exc:
                 results.append(exc)
                 continue
-            seen.add((item.device_id, leaf.public_key_sha256))
-            self._record(item, leaf, issuer, rid, conn)
-            results.append(leaf)
+            seen.add((entry.item.device_id, leaf.public_key_sha256))
+            results.append(SignedItem(entry.item, leaf, entry.issuer, entry.request.revocation_id))
         return results
 
-    def _sign_one(
+    def record_batch(
+        self, signed: Sequence[SignedItem | Exception], *, conn: Connection
+    ) -> list[IssuedLeaf | Exception]:
+        """Record the leaves :meth:`sign_batch` returned (read in this same ``conn``'s
+        transaction, so the key-reuse check still holds), with their audit events."""
+        results: list[IssuedLeaf | Exception] = []
+        for entry in signed:
+            if isinstance(entry, Exception):
+                results.append(entry)
+                continue
+            self._record(entry.item, entry.leaf, entry.issuer, entry.revocation_id, conn)
+            results.append(entry.leaf)
+            CERTIFICATES_ISSUED.labels(entry.item.requested_via).inc()
+        return results
+
+    def _prepare(
         self, item: IssueItem, revocation_ids: dict[str, bytes], seen: set[tuple[str, str]]
-    ) -> tuple[IssuedLeaf, PolicyIssuer, bytes]:
-        issuer = self.issuer_for(item.policy_name)
+    ) -> _Prepared | Exception:
+        try:
+            issuer = self.issuer_for(item.policy_name)
+        except (NotFound, PolicyError) as exc:
+            return exc
         revocation_id = item.revocation_id or revocation_ids.get(item.device_id)
         if revocation_id is None:
-            raise NotFound("device", item.device_id)
+            return NotFound("device", item.device_id)
         device_id = item.device_id
         request = IssuanceRequest(
             csr_der=item.csr_der,
@@ -342,7 +438,7 @@ class CertificateAuthorityService:
             crl_url=self.crl_url(issuer.ca_record.id),
             key_seen=lambda h: (device_id, h) in seen,
         )
-        return self.authority.sign(request), issuer, revocation_id
+        return _Prepared(item, issuer, request, self.authority.context(request))
 
     def _record(
         self,
@@ -399,14 +495,33 @@ class IssueItem:
     operation_id: int | None = None
 
 
-def _key_pairs(items: Sequence[IssueItem]) -> list[tuple[str, str]]:
+@dataclass(frozen=True, slots=True)
+class SignedItem:
+    """A leaf :meth:`CertificateAuthorityService.sign_batch` signed, not yet recorded."""
+
+    item: IssueItem
+    leaf: IssuedLeaf
+    issuer: PolicyIssuer
+    revocation_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    item: IssueItem
+    issuer: PolicyIssuer
+    request: IssuanceRequest
+    context: CsrContext
+
+
+def _key_pairs(prepared: Sequence[_Prepared | Exception]) -> list[tuple[str, str]]:
     """(device, public-key hash) of each parsable CSR, for one bulk key-reuse lookup."""
     pairs = []
-    for item in items:
+    for entry in prepared:
+        if isinstance(entry, Exception) or len(entry.item.csr_der) > MAX_CSR_DER_BYTES:
+            continue  # refused anyway, before any parsing
         try:
-            csr = x509.load_der_x509_csr(item.csr_der)
-            pairs.append((item.device_id, public_key_sha256(csr.public_key())))
-        except (ValueError, TypeError):
+            pairs.append((entry.item.device_id, entry.context.public_key_sha256))
+        except CsrRejected:
             continue  # the validators will refuse it with the right reason
     return pairs
 

@@ -15,7 +15,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from certhub import __version__, cli_admin, cli_agent, cli_ops, cli_serve, cli_sim
+from certhub import __version__, cli_admin, cli_agent, cli_audit, cli_ops, cli_serve, cli_sim
 from certhub.cli_common import (
     console,
     data_options,
@@ -97,6 +97,7 @@ cli_serve.register(cli)
 cli_agent.register(cli)
 cli_sim.register(cli)
 cli_ops.register(cli)
+cli_audit.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

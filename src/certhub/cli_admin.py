@@ -1,4 +1,4 @@
-"""``certhub policy …`` and ``certhub enrollment …``: administration on a data directory."""
+"""Administration on a data directory: ``certhub policy|enrollment|ca|namespace …``."""
 
 from __future__ import annotations
 
@@ -200,6 +200,168 @@ def policy_show(data_dir: Path, database: str | None, name: str, as_json: bool) 
         if p is None:
             raise Refused(f"no policy named {name!r}")
         _show_policy(ca, p, as_json)
+
+
+def _reason_option(fn: Any) -> Any:
+    return click.option("--reason", help="Why (recorded in the audit log).")(fn)
+
+
+def _lifecycle(ca: Any) -> Any:
+    from certhub.issuer_lifecycle import IssuerLifecycle
+
+    return IssuerLifecycle(ca)
+
+
+def _ca_json(c: Any) -> dict[str, Any]:
+    from certhub.service.admin import ca_json
+
+    return ca_json(c)
+
+
+def _show_change(change: Any, as_json: bool, verb: str) -> None:
+    from certhub.service.admin import issuer_change_json
+
+    if as_json:
+        emit_json(issuer_change_json(change))
+        return
+    new = change.new_ca
+    console.print(f"policy {change.policy.name}: {verb}; issuing CA now {new.subject}")
+    console.print(f"  new CA serial {new.serial_hex}, valid until {new.not_after.isoformat()}")
+    for old in change.previous:
+        console.print(f"  previous CA serial {old.serial_hex}: {old.state}")
+    if change.revoked_serials:
+        console.print(f"  {len(change.revoked_serials)} certificates revoked")
+
+
+@policy.command("revoke-issuer")
+@data_options
+@click.argument("name")
+@_reason_option
+@json_option
+def policy_revoke_issuer(
+    data_dir: Path, database: str | None, name: str, reason: str | None, as_json: bool
+) -> None:
+    """Revoke the policy's issuing CA: a new CA issues; the old one and its certificates
+    are revoked, their sessions closed; devices must provision again through DPS."""
+    with open_authority(data_dir, database) as ca:
+        kwargs = {"reason": reason} if reason else {}
+        try:
+            change = _lifecycle(ca).revoke_issuer(name, actor="cli", **kwargs)
+        except StoreNotFound as exc:
+            raise Refused(f"no active policy named {name!r}") from exc
+        _show_change(change, as_json, "issuer revoked")
+
+
+@policy.command("rotate-issuer")
+@data_options
+@click.argument("name")
+@_reason_option
+@json_option
+def policy_rotate_issuer(
+    data_dir: Path, database: str | None, name: str, reason: str | None, as_json: bool
+) -> None:
+    """Planned rotation: a successor CA issues from now on; the old one stays trusted
+    until its last certificate expires, then it is retired."""
+    with open_authority(data_dir, database) as ca:
+        try:
+            change = _lifecycle(ca).rotate_issuer(name, actor="cli", reason=reason)
+        except StoreNotFound as exc:
+            raise Refused(f"no active policy named {name!r}") from exc
+        _show_change(change, as_json, "issuer rotated")
+
+
+@policy.command("delete")
+@data_options
+@click.argument("name")
+@_reason_option
+@json_option
+def policy_delete(
+    data_dir: Path, database: str | None, name: str, reason: str | None, as_json: bool
+) -> None:
+    """Delete a policy: nothing new is issued under it (DPS enrollments naming it fail);
+    certificates it issued keep working until they expire."""
+    with open_authority(data_dir, database) as ca:
+        try:
+            record = _lifecycle(ca).delete_policy(name, actor="cli", reason=reason)
+        except StoreNotFound as exc:
+            raise Refused(f"no active policy named {name!r}") from exc
+        if as_json:
+            emit_json(policy_json(record))
+        else:
+            console.print(f"deleted policy {name}")
+
+
+@policy.command("retire-drained")
+@data_options
+@json_option
+def policy_retire_drained(data_dir: Path, database: str | None, as_json: bool) -> None:
+    """Retire drained issuing CAs (and orphaned old roots) now; the server checks each minute."""
+    with open_authority(data_dir, database) as ca:
+        retired = _lifecycle(ca).retire_drained(actor="cli")
+        if as_json:
+            emit_json([_ca_json(c) for c in retired])
+        else:
+            console.print(f"retired {len(retired)} issuing CA(s)")
+
+
+@click.group("namespace")
+def namespace_group() -> None:
+    """The namespace: its root CA."""
+
+
+@namespace_group.command("rotate-root")
+@data_options
+@_reason_option
+@json_option
+def namespace_rotate_root(
+    data_dir: Path, database: str | None, reason: str | None, as_json: bool
+) -> None:
+    """Rotate the root with an overlap period: a new root and, under it, a new issuing CA
+    per policy that issue from now on; the old root and its CAs stay trusted until their
+    certificates expire, then they are retired."""
+    with open_authority(data_dir, database) as ca:
+        rotation = _lifecycle(ca).rotate_root(actor="cli", reason=reason)
+        out = {
+            "root": _ca_json(rotation.new_root),
+            "previousRoots": [_ca_json(c) for c in rotation.previous],
+            "issuingCas": [_ca_json(c) for c in rotation.issuers],
+        }
+        if as_json:
+            emit_json(out)
+        else:
+            console.print(f"new root {rotation.new_root.subject} ({rotation.new_root.serial_hex})")
+            console.print(f"  {len(rotation.issuers)} policy issuing CA(s) now signed by it")
+
+
+@click.group("ca")
+def ca_group() -> None:
+    """The namespace's CAs: root, issuing, server."""
+
+
+@ca_group.command("list")
+@data_options
+@click.option("--expiring-within", help="Only trusted CAs expiring within this time: 30d.")
+@json_option
+def ca_list(
+    data_dir: Path, database: str | None, expiring_within: str | None, as_json: bool
+) -> None:
+    """List CAs (state, validity, revocation)."""
+    with open_authority(data_dir, database) as ca:
+        if expiring_within is None:
+            items = ca.store.list_cas(ca.namespace.id)
+        else:
+            try:
+                within = parse_duration(expiring_within)
+            except PolicyError as exc:
+                raise Refused(f"--expiring-within: {exc}") from exc
+            items = _lifecycle(ca).expiring(within)
+        if as_json:
+            emit_json([_ca_json(c) for c in items])
+            return
+        table = Table("id", "kind", "subject", "state", "not after")
+        for c in items:
+            table.add_row(str(c.id), c.kind, c.subject, c.state, c.not_after.isoformat())
+        console.print(table)
 
 
 # -- enrollment -------------------------------------------------------------------
@@ -564,3 +726,5 @@ def register(cli: click.Group) -> None:
     """Attach the groups to the top-level command."""
     cli.add_command(policy)
     cli.add_command(enrollment)
+    cli.add_command(ca_group)
+    cli.add_command(namespace_group)

@@ -22,7 +22,7 @@ import click
 
 from certhub.cli_common import console, data_options
 
-__all__ = ["Duration", "demo", "register", "simulate"]
+__all__ = ["Duration", "dashboard_token_command", "demo", "register", "simulate"]
 
 T = TypeVar("T")
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
@@ -86,7 +86,14 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
     type=click.FloatRange(min=0.1),
     default=50.0,
     show_default=True,
-    help="Devices started per second.",
+    help="Devices started per second (at most).",
+)
+@click.option(
+    "--max-provisioning",
+    type=click.IntRange(min=0),
+    default=40,
+    show_default=True,
+    help="Devices provisioning at once, at most: the start follows DPS's pace (0: no bound).",
 )
 @click.option(
     "--dps-share",
@@ -120,6 +127,7 @@ def simulate(
     backdate: float,
     duration: float,
     ramp: float,
+    max_provisioning: int,
     dps_share: float,
     host: str,
     port: int | None,
@@ -143,7 +151,13 @@ def simulate(
         host=host,
         port=port,
     )
-    spec = FleetSpec(devices=devices, prefix=prefix, ramp=ramp, dps_share=dps_share)
+    spec = FleetSpec(
+        devices=devices,
+        prefix=prefix,
+        ramp=ramp,
+        dps_share=dps_share,
+        max_provisioning=max_provisioning or None,
+    )
     parameters = {
         "devices": devices,
         "duration_seconds": duration,
@@ -151,6 +165,7 @@ def simulate(
         "backdate_seconds": backdate,
         "dps_share": dps_share,
         "ramp_per_second": ramp,
+        "max_provisioning": max_provisioning,
     }
     with tempfile.TemporaryDirectory(prefix="certhub-sim-") as tmp:
         fleet = Fleet(target, spec, state_root=state_dir or Path(tmp))
@@ -191,6 +206,13 @@ def simulate(
     help="0 picks a free port.",
 )
 @click.option(
+    "--https-port",
+    type=click.IntRange(0, 65535),
+    default=8443,
+    show_default=True,
+    help="HTTPS side: service API, dashboard, /metrics (0 picks a free port).",
+)
+@click.option(
     "--revoke",
     type=click.IntRange(0),
     default=3,
@@ -221,6 +243,7 @@ def demo(
     validity: float,
     backdate: float,
     mqtt_port: int,
+    https_port: int,
     revoke: int,
     disable: int,
     keep_serving: bool,
@@ -247,6 +270,7 @@ def demo(
         validity=validity,
         backdate=backdate,
         port=mqtt_port,
+        https_port=https_port,
         revoke=revoke,
         disable=disable,
         keep_serving=keep_serving,
@@ -261,7 +285,32 @@ def demo(
         sys.exit(1)
 
 
+@click.command("dashboard-token")
+@data_options
+@click.option("--secondary", is_flag=True, help="Derive from the secondary owner key.")
+def dashboard_token_command(data_dir: Path, database: str | None, secondary: bool) -> None:
+    """Print the dashboard's login token (derived from the iothubowner key).
+
+    Rotating that key invalidates the token. From loopback, a development-profile
+    server bound to loopback needs no token.
+    """
+    from certhub.bootstrap import service_keys
+    from certhub.dashboard import dashboard_token
+    from certhub.datadir import DataDir
+    from certhub.registry import Store
+
+    if database is None and not DataDir(data_dir).database_path.exists():
+        raise click.BadParameter(f"{data_dir} is not a data directory", param_hint="--data-dir")
+    with Store.open(database or DataDir(data_dir).database_url) as store:
+        owner = service_keys(store).get("iothubowner", {})
+    key = owner.get("secondaryKey" if secondary else "primaryKey")
+    if not key:
+        raise click.ClickException("the store has no iothubowner key (run certhub init)")
+    click.echo(dashboard_token(key))
+
+
 def register(cli: click.Group) -> None:
-    """Add ``simulate`` and ``demo`` to the ``certhub`` group."""
+    """Add ``simulate``, ``demo`` and ``dashboard-token`` to the ``certhub`` group."""
     cli.add_command(simulate)
     cli.add_command(demo)
+    cli.add_command(dashboard_token_command)

@@ -8,6 +8,12 @@ thread issues whatever is waiting as one batch in one transaction
 (:meth:`~certhub.authority.CertificateAuthorityService.issue_batch`). A lone request
 is issued at once; batching only happens when requests overlap, so latency never
 waits for a batch to fill.
+
+Why one thread and not a signer/writer pipeline (sign batch N+1 while batch N is
+written): measured on 2 shared cores (2026-11-27) a two-thread pipeline reached
+0.30 of the raw signing rate against 0.52-0.70 for this single thread — the Python
+half of signing and of recording contend for the GIL, and the thread hand-offs cost
+more than the overlap of the fsync saves.
 """
 
 from __future__ import annotations

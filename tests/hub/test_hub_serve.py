@@ -19,6 +19,7 @@ from certhub.mqtt import ClientConnection, ConnAck, Connect, ConnectReturnCode, 
 from serverkit import API_VERSION
 
 LISTENING = re.compile(r"MQTT/TLS listener on ([0-9.]+):(\d+) \(dps, hub\)")
+HTTPS_LISTENING = re.compile(r"HTTPS listener on [0-9.]+:(\d+) ")
 
 
 def _raw_connect(port: int, anchor: Path) -> bytes:
@@ -61,3 +62,40 @@ def test_serve_logs_its_listener_and_stops_on_a_signal(tmp_path: Path, sig: sign
         process.kill()
     assert process.returncode == 0, "".join(lines) + rest
     assert "certhub stopped" in rest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def test_serve_listens_on_the_ports_init_recorded(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    mqtt_port, https_port = _free_port(), _free_port()
+    init = initialize(data_dir, development=True, mqtt_port=mqtt_port, https_port=https_port)
+    assert f":{https_port};SharedAccessKeyName=" in init.service_connection_string
+    command = [sys.executable, "-m", "certhub.cli", "serve", "--data-dir", str(data_dir)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env
+    )
+    lines: list[str] = []
+    ports: dict[str, int] = {}
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if match := LISTENING.search(line):
+                ports["mqtt"] = int(match.group(2))
+            if match := HTTPS_LISTENING.search(line):
+                ports["https"] = int(match.group(1))
+            if len(ports) == 2:
+                break
+        assert ports == {"mqtt": mqtt_port, "https": https_port}, "".join(lines)
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 0

@@ -448,3 +448,67 @@ def test_reproducible_with_seeded_randomness(
         for _ in range(2)
     ]
     assert serials[0] == serials[1]
+
+
+# -- a context shared with the caller (one parse per CSR) --------------------------------------
+
+
+def test_sign_with_its_context_parses_once(
+    authority: Authority, ica: CaKeyPair, root: CaKeyPair, policy: LeafPolicy
+) -> None:
+    key = p256()
+    req = make_request(make_csr(key), issuer=ica, root=root, policy=policy)
+    ctx = authority.context(req)
+    digest = ctx.public_key_sha256  # what a batch's key-reuse lookup reads first
+    leaf = authority.sign(req, context=ctx)
+    assert leaf.public_key_sha256 == digest == public_key_sha256(key.public_key())
+    assert ctx.csr is ctx.csr
+
+
+def test_sign_with_a_context_still_runs_every_validator(
+    authority: Authority, ica: CaKeyPair, root: CaKeyPair, policy: LeafPolicy
+) -> None:
+    req = make_request(
+        make_csr(p256(), cns=("someone-else",)), issuer=ica, root=root, policy=policy
+    )
+    ctx = authority.context(req)
+    ctx.public_key_sha256  # noqa: B018 - parsed before the validators run
+    with pytest.raises(CsrRejected) as info:
+        authority.sign(req, context=ctx)
+    assert info.value.reason == "cn-mismatch"
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        pytest.param("csr", id="reject/context-of-another-csr"),
+        pytest.param("device", id="reject/context-of-another-device"),
+        pytest.param("key-seen", id="reject/context-of-another-key-lookup"),
+    ],
+)
+def test_reject_context_of_another_request(
+    authority: Authority, ica: CaKeyPair, root: CaKeyPair, policy: LeafPolicy, other: str
+) -> None:
+    csr = make_csr(p256())
+    req = make_request(csr, issuer=ica, root=root, policy=policy)
+    if other == "csr":
+        foreign = make_request(make_csr(p256()), issuer=ica, root=root, policy=policy)
+    elif other == "device":
+        foreign = make_request(csr, issuer=ica, root=root, policy=policy, device_id="other")
+    else:
+        foreign = make_request(csr, issuer=ica, root=root, policy=policy, key_seen=lambda _: True)
+    with pytest.raises(ValueError, match="another request"):
+        authority.sign(req, context=authority.context(foreign))
+
+
+def test_malformed_csr_rejection_is_not_cached() -> None:
+    ctx = CsrContext(
+        csr_der=b"\x30\x03junk",
+        device_id=DEVICE_ID,
+        allowed_key_types=frozenset({KeyType.P256}),
+        key_seen=lambda _: False,
+    )
+    for _ in range(2):
+        with pytest.raises(CsrRejected) as info:
+            ctx.public_key_sha256  # noqa: B018
+        assert info.value.reason == "csr-malformed"

@@ -19,6 +19,7 @@ from certhub.query import (
     compile_query,
     devices_mapping,
     index_expression,
+    index_guard_expression,
     parse,
 )
 
@@ -352,3 +353,72 @@ def test_postgresql_uses_expression_index(pg_store: Store, text: str, value_type
         conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
         plan = " | ".join(r[0] for r in conn.execute(sa.text("EXPLAIN " + sql)))
     assert "ix_expr" in plan
+
+
+# -- counts read twins alone; the type guard is an index column (migration 0009) ---------------
+
+
+@pytest.mark.parametrize(
+    ("text", "from_twins_alone"),
+    [
+        pytest.param(
+            f"SELECT COUNT() AS n FROM devices WHERE {VALID_UNTIL} < 'x'", True, id="count"
+        ),
+        pytest.param(
+            "SELECT tags.n, COUNT() AS c FROM devices GROUP BY tags.n",
+            True,
+            id="group-by-twin-path",
+        ),
+        pytest.param(
+            "SELECT deviceId, COUNT() AS n FROM devices GROUP BY deviceId", True, id="key"
+        ),
+        pytest.param(
+            "SELECT COUNT() AS n FROM devices WHERE status = 'enabled'", False, id="device-column"
+        ),
+        pytest.param("SELECT status, COUNT() AS n FROM devices GROUP BY status", False, id="group"),
+        pytest.param(f"SELECT deviceId FROM devices WHERE {VALID_UNTIL} < 'x'", False, id="pages"),
+    ],
+)
+def test_aggregates_of_twin_paths_skip_the_devices_join(text: str, from_twins_alone: bool) -> None:
+    compiled = compile_query(parse(text), devices_mapping(devices, twins), "sqlite")
+    froms = compiled.statement.get_final_froms()
+    assert (froms == [twins]) is from_twins_alone, froms
+
+
+def test_migration_0009_index_texts_are_the_compilers() -> None:
+    import importlib
+
+    module = importlib.import_module("certhub.registry.migrations.versions.0009_query_guard_index")
+    mapping = devices_mapping(devices, twins)
+    assert {
+        "sqlite": (
+            index_expression(mapping, VALID_UNTIL, "sqlite"),
+            index_guard_expression(mapping, VALID_UNTIL, "sqlite"),
+        )
+    } == module.EXPRESSIONS
+
+
+def test_postgresql_guard_expression_text() -> None:
+    text = index_guard_expression(devices_mapping(devices, twins), VALID_UNTIL, "postgresql")
+    assert text == "coalesce(jsonb_typeof((reported #> '{certificate,validUntil}')), 'undefined')"
+
+
+def test_reject_guard_expression_of_a_column() -> None:
+    with pytest.raises(QueryError) as info:
+        index_guard_expression(devices_mapping(devices, twins), "status", "sqlite")
+    assert info.value.reason == "not-indexable"
+
+
+def test_sqlite_count_reads_the_guard_from_the_index(sqlite_store: Store) -> None:
+    sqlite_store.load(_fleet(300))
+    mapping = sqlite_store.mappings["devices"]
+    value = index_expression(mapping, VALID_UNTIL, "sqlite")
+    guard = index_guard_expression(mapping, VALID_UNTIL, "sqlite")
+    sql = _sql(sqlite_store, f"SELECT COUNT() AS n FROM devices WHERE {VALID_UNTIL} < '2026-03-01'")
+    with sqlite_store.engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE INDEX ix_guarded ON twins({value}, {guard})"))
+        conn.execute(sa.text("ANALYZE"))
+        plan = " | ".join(r[3] for r in conn.execute(sa.text("EXPLAIN QUERY PLAN " + sql)))
+        count = conn.execute(sa.text(sql)).scalar()
+    assert plan == "SEARCH twins USING INDEX ix_guarded (<expr><?)"
+    assert count == 50  # January and February of 300 devices spread over 12 months

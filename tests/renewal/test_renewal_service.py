@@ -19,10 +19,12 @@ from renewal_support import (
     csr_b64,
     csr_der,
     make_key,
+    new_device_id,
     pending_operation,
     request_body,
 )
 
+from certhub.pki import LeafPolicy
 from certhub.renewal import RENEWAL_PROPERTY, RenewalConfig
 
 ERROR_MEMBERS = {"errorCode", "message", "trackingId", "timestampUtc", "info"}
@@ -396,3 +398,26 @@ def test_response_not_delivered_after_operation_expires(harness: Harness, world:
     assert harness.subscribe(device) == []
     # and it no longer blocks a new request
     assert [m.status for m in harness.request(device, request_body(device))] == [202, 200]
+
+
+def test_window_counts_from_issuance_not_from_the_backdated_not_before(
+    harness: Harness, world: World
+) -> None:
+    """A 60-second development certificate backdated 5 minutes is due 45-51 s after it
+    was issued — not at once, as 75 % of its 6-minute notBefore..notAfter would say."""
+    name = f"dev60-{new_device_id('p')}"
+    world.authority.create_policy(
+        LeafPolicy.create(name, "60s", backdate="5m", development=True), actor="test"
+    )
+    device = world.add_device(policy=name)
+    issued_at = world.clock.now()
+    harness.request(device, request_body(device))
+    (cert,) = world.certificates(device)
+    assert cert.not_before <= issued_at - dt.timedelta(minutes=4)  # backdated
+    status = world.store.get_renewal_status(device)
+    assert status is not None and status.state == "scheduled"
+    assert issued_at + dt.timedelta(seconds=45) <= status.renew_after
+    assert status.renew_before <= issued_at + dt.timedelta(seconds=52)
+    # the rebalancing job reads the same issuance time back with the window
+    (row,) = [r for r in world.store.renewal_windows_after(issued_at) if r.device_id == device]
+    assert row.issued_at == cert.created_at

@@ -53,6 +53,9 @@ def test_first_use_activates_the_new_certificate_and_supersedes_the_old(
     # the device swaps: issued -> active, active -> superseded
     assert connect(harness, device, new) == Admission(True, "activated")
     assert (state_of(world, new), state_of(world, old)) == ("active", "superseded")
+    [audit] = world.store.list_audit("device", device, action="certificate.supersede")
+    assert audit.details == {"activated": new, "superseded": [old]}
+    assert (audit.actor, audit.at) == ("hub", world.clock.now())
     record = world.store.get_certificate(new)
     assert record is not None and record.first_used_at == world.clock.now()
     # and the old one is refused from then on (grace 0)

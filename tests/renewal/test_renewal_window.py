@@ -15,6 +15,7 @@ from certhub.renewal.window import (
     WindowPolicy,
     bucket_of,
     capacity_for,
+    effective_validity,
     expected_rate_peak,
     fleet_histogram,
     nominal_window,
@@ -233,3 +234,37 @@ def test_windows_stay_inside_validity_and_not_in_the_past(
     assert window.renew_before <= max(
         validity.not_after, window.renew_after + dt.timedelta(seconds=1)
     )
+
+
+# -- the effective validity: counted from issuance, not from the backdated notBefore ---------
+
+
+def test_effective_validity_starts_at_issuance() -> None:
+    issued = T0 + dt.timedelta(minutes=5)
+    validity = effective_validity(T0, issued + dt.timedelta(seconds=60), issued)
+    assert validity == Validity(issued, issued + dt.timedelta(seconds=60))
+
+
+@pytest.mark.parametrize(
+    ("issued_at", "start"),
+    [
+        pytest.param(None, T0, id="unknown-issuance-uses-not-before"),
+        pytest.param(T0 - DAY, T0, id="issued-before-not-before-clamped"),
+        pytest.param(T0 + 40 * DAY, T0 + 30 * DAY, id="issued-after-not-after-clamped"),
+    ],
+)
+def test_effective_validity_bounds(issued_at: dt.datetime | None, start: dt.datetime) -> None:
+    assert effective_validity(T0, T0 + 30 * DAY, issued_at) == Validity(start, T0 + 30 * DAY)
+
+
+def test_sixty_second_certificate_with_five_minute_backdate_is_not_due_at_once() -> None:
+    """The bug this guards: 75 % of (5 min backdate + 60 s) lies before the issuance."""
+    issued = T0 + dt.timedelta(minutes=5)
+    not_before, not_after = T0, issued + dt.timedelta(seconds=60)
+    window = nominal_window(
+        effective_validity(not_before, not_after, issued), "dev-a", WindowPolicy()
+    )
+    assert issued + dt.timedelta(seconds=45) <= window.renew_after
+    assert window.renew_before <= issued + dt.timedelta(seconds=52)
+    naive = nominal_window(Validity(not_before, not_after), "dev-a", WindowPolicy())
+    assert naive.renew_after < issued  # what counting from notBefore gave

@@ -61,11 +61,9 @@ def test_policy_refusals(sqlite_api: Harness, body: Any, status: int, reason: st
     _error(sqlite_api.call("POST", f"{V1}/policies", json=body), status, reason)
 
 
-def test_policy_lookups_and_revoke_issuer_placeholder(sqlite_api: Harness) -> None:
+def test_policy_lookups_and_revoke_issuer_of_an_unknown_policy(sqlite_api: Harness) -> None:
     _error(sqlite_api.call("GET", f"{V1}/policies/nope"), 404, "not-found")
-    placeholder = sqlite_api.call("POST", f"{V1}/policies/default/revoke-issuer")
-    assert "later" in placeholder.json()["Message"] or "planned" in placeholder.json()["Message"]
-    _error(placeholder, 501, "not-implemented")
+    _error(sqlite_api.call("POST", f"{V1}/policies/nope/revoke-issuer"), 404, "not-found")
 
 
 # -- enrollments --------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Bounded on purpose (a few examples per operation, no shrinking deadline): it is a smoke
 test of every route's input handling, not a fuzzing campaign. Requests carry a valid
-``iothubowner`` token so that they reach the handlers. The only 5xx allowed is the
-documented 501 of ``POST /certhub/v1/policies/{name}/revoke-issuer``.
+``iothubowner`` token so that they reach the handlers. No 5xx is allowed (the
+``PLACEHOLDER`` exemption is kept for routes documented as 501; none is now).
 """
 
 from __future__ import annotations

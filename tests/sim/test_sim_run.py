@@ -9,6 +9,7 @@ JSON report has its documented shape. ``demo``: a short run with one revoked dev
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +92,7 @@ def test_demo_short_run(tmp_path: Path) -> None:
         [
             "--data-dir", str(tmp_path / "data"),
             "--mqtt-port", "0",
+            "--https-port", "0",
             "--devices", "6",
             "--validity", "60s",
             "--duration", "40s",
@@ -102,6 +104,8 @@ def test_demo_short_run(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "connection facts" in result.output and "Fleet summary" in result.output
+    assert re.search(r"https://127\.0\.0\.1:\d+/dashboard/", result.output)
+    assert "dashboard login" in result.output and "/metrics" in result.output
     assert "1 recovered via DPS" in result.output and "1 kept out" in result.output
     report = json.loads(report_path.read_text())
     assert report["ok"] is True

@@ -186,3 +186,64 @@ def test_excluded_devices_do_not_count_as_expiries() -> None:
     assert stats.snapshot()["expiries"] == 1
     figures = stats.snapshot(frozenset({"kept-out"}))
     assert figures["expiries"] == figures["expired_devices"] == 0
+
+
+def _paced_fleet(tmp_path: Path, spec: FleetSpec, provisioned: list[int]) -> Fleet:
+    fleet = Fleet.__new__(Fleet)
+    fleet.spec, fleet.state_root = spec, tmp_path
+    fleet.provisioned = lambda: provisioned[0]
+    return fleet
+
+
+def test_the_start_waits_while_max_provisioning_devices_are_in_flight(tmp_path: Path) -> None:
+    import asyncio
+
+    provisioned = [0]
+    fleet = _paced_fleet(tmp_path, FleetSpec(devices=5, max_provisioning=2), provisioned)
+
+    async def scenario() -> tuple[float, float]:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        began = loop.time()
+        await fleet._room_to_start(1, stop)  # one in flight: room for another
+        free = loop.time() - began
+        loop.call_later(0.2, provisioned.__setitem__, 0, 1)
+        await fleet._room_to_start(2, stop)  # two in flight: waits for one to provision
+        return free, loop.time() - began
+
+    free, paced = asyncio.run(scenario())
+    assert free < 0.05 and paced >= 0.2
+
+
+@pytest.mark.parametrize(
+    ("spec", "stop"),
+    [
+        pytest.param(FleetSpec(devices=5, max_provisioning=None), False, id="unbounded"),
+        pytest.param(
+            FleetSpec(devices=5, max_provisioning=1, stall_seconds=0.1), False, id="stall"
+        ),
+        pytest.param(FleetSpec(devices=5, max_provisioning=1), True, id="stopped"),
+    ],
+)
+def test_the_paced_start_never_waits_forever(tmp_path: Path, spec: FleetSpec, stop: bool) -> None:
+    import asyncio
+
+    fleet = _paced_fleet(tmp_path, spec, [0])
+
+    async def scenario() -> float:
+        event = asyncio.Event()
+        if stop:
+            event.set()
+        began = asyncio.get_running_loop().time()
+        await asyncio.wait_for(fleet._room_to_start(3, event), 5)
+        return asyncio.get_running_loop().time() - began
+
+    assert asyncio.run(scenario()) < 1.0
+
+
+def test_stats_count_provisioned_devices_once() -> None:
+    stats = FleetStats()
+    for event in ("certificate-activated", "renewal-request", "certificate-activated"):
+        stats.observe("d1", event, {})
+    stats.observe("d2", "certificate-activated", {})
+    assert stats.provisioned == 2

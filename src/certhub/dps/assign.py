@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection
 from certhub.authority import CertificateAuthorityService
 from certhub.dps.attestation import Attestation
 from certhub.dps.errors import BadRequest, Conflict, InternalError, NotFound
+from certhub.dps.presign import Presigned, actor_of, usable
 from certhub.dps.wire import RegisterRequest, utc_text
 from certhub.pki import CsrRejected, IssuanceError, IssuedLeaf, chain_base64
 from certhub.rand import Random
@@ -143,9 +144,18 @@ class Assigner:
         self._rng = rng
 
     def assign(
-        self, conn: Connection, att: Attestation, req: RegisterRequest, now: dt.datetime
+        self,
+        conn: Connection,
+        att: Attestation,
+        req: RegisterRequest,
+        now: dt.datetime,
+        presigned: Presigned | None = None,
     ) -> Outcome:
-        """Assign (or refuse) the registration; raises DpsError for a bad request."""
+        """Assign (or refuse) the registration; raises DpsError for a bad request.
+
+        ``presigned``: the CSR's leaf signed before the transaction
+        (:mod:`certhub.dps.presign`); recorded if still valid, else the CSR is signed here.
+        """
         enrollment = self._current_enrollment(conn, att)
         record = self._store.get_dps_registration(
             att.namespace_id, att.registration_id, conn=conn, for_update=True
@@ -157,8 +167,11 @@ class Assigner:
         substatus, action = "initialAssignment", TwinAction.INITIAL
         if device is not None and record is not None and record.first_assigned_at:
             substatus, action = reprovision_outcome(enrollment.reprovision_policy)
-        device = self._upsert_device(conn, att, enrollment, device, req, action, now)
-        leaf = None if policy_name is None else self._issue(conn, att, device, req, policy_name)
+        new_rid = presigned.signed.revocation_id if presigned and presigned.new_device else None
+        device = self._upsert_device(conn, att, enrollment, device, req, action, now, new_rid)
+        leaf = None
+        if policy_name is not None:
+            leaf = self._issue(conn, att, device, req, policy_name, presigned)
         new = NewDpsRegistration(
             namespace_id=att.namespace_id,
             registration_id=att.registration_id,
@@ -267,6 +280,7 @@ class Assigner:
         req: RegisterRequest,
         action: TwinAction,
         now: dt.datetime,
+        new_revocation_id: bytes | None = None,
     ) -> DeviceRecord:
         creds = self._credentials(att, req)
         link: dict[str, Any] = {
@@ -278,7 +292,7 @@ class Assigner:
             new = NewDevice(
                 device_id=att.registration_id,
                 namespace_id=att.namespace_id,
-                revocation_id=self._rng.token_bytes(32),
+                revocation_id=new_revocation_id or self._rng.token_bytes(32),
                 initial_tags=tags or {},
                 initial_desired=desired or {},
                 **creds,
@@ -310,15 +324,30 @@ class Assigner:
         device: DeviceRecord,
         req: RegisterRequest,
         policy_name: str,
+        presigned: Presigned | None,
     ) -> IssuedLeaf:
         assert req.csr_der is not None
+        actor = actor_of(att)
+        ok = usable(
+            presigned,
+            conn,
+            store=self._store,
+            authority=self._authority,
+            device=device,
+            policy_name=policy_name,
+            actor=actor,
+        )
+        if ok and presigned is not None:
+            recorded = self._authority.record_batch([presigned.signed], conn=conn)[0]
+            assert isinstance(recorded, IssuedLeaf)
+            return recorded
         try:
             return self._authority.issue(
                 device_id=device.device_id,
                 csr_der=req.csr_der,
                 policy_name=policy_name,
                 requested_via="dps",
-                actor=f"dps:{att.enrollment_kind}:{att.enrollment_name}",
+                actor=actor,
                 revocation_id=device.revocation_id,
                 conn=conn,
             )

@@ -8,7 +8,9 @@ the registration record written in one transaction — on the group-commit write
 ``RegistrationOperationStatus`` under a new operation id. The device is told
 ``202 assigning`` and gets the stored result on its first poll; a retried poll reads
 the same row, so one request never yields two certificates. A register repeating the
-CSR of the registration's newest live operation gets that operation back.
+CSR of the registration's newest live operation gets that operation back. The writer
+signs a batch's CSRs before it opens the transaction (:mod:`certhub.dps.presign`), so
+the write lock is held only to check and record.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ParamSpec
 
 from sqlalchemy.engine import Connection
@@ -28,6 +30,7 @@ from certhub.clock import Clock
 from certhub.dps.assign import Assigner, Outcome, registration_state
 from certhub.dps.attestation import Attestation, Attestor, Credential
 from certhub.dps.errors import DpsError, InternalError, NotFound, Throttled
+from certhub.dps.presign import Presigned, Presigner
 from certhub.dps.throttle import TokenBucket
 from certhub.dps.wire import (
     RegisterRequest,
@@ -37,6 +40,7 @@ from certhub.dps.wire import (
     parse_status_body,
 )
 from certhub.dps.writer import BatchWriter
+from certhub.metrics import DPS_REGISTRATIONS
 from certhub.rand import Random
 from certhub.registry import AlreadyExists, Store
 from certhub.registry._dps import NewDpsOperation
@@ -94,6 +98,7 @@ class _Job:
     attestation: Attestation
     request: RegisterRequest
     now: dt.datetime
+    presigned: Presigned | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class ProvisioningService:
         self._rng = rng
         self.attestor = Attestor(store)
         self._assigner = Assigner(store, authority, hub_host=settings.hub_host, rng=rng)
+        self._presigner = Presigner(store, authority, rng)
         self._bucket = (
             TokenBucket(settings.registration_rate, settings.registration_burst)
             if settings.registration_rate
@@ -248,7 +254,11 @@ class ProvisioningService:
             )
 
     def _repeated(
-        self, att: Attestation, req: RegisterRequest, now: dt.datetime, conn: Connection
+        self,
+        att: Attestation,
+        req: RegisterRequest,
+        now: dt.datetime,
+        conn: Connection | None = None,
     ) -> str | None:
         """The operation id of a live operation for the very same CSR, if any."""
         if req.csr_sha256 is None:
@@ -271,13 +281,22 @@ class ProvisioningService:
     def _writer_for(self) -> BatchWriter[_Job, str]:
         with self._lock:
             if self._writer is None:
-                self._writer = BatchWriter(self.store, self._write)
+                self._writer = BatchWriter(self.store, self._write, prepare=self._presign)
             return self._writer
 
     @staticmethod
     def _give_up(attempt: int, exc: AlreadyExists) -> None:
         if attempt == _ATTEMPTS - 1:
             raise InternalError("registration kept conflicting", reason="write-conflict") from exc
+
+    def _presign(self, jobs: list[_Job]) -> list[_Job]:
+        """Sign the batch's CSRs before its transaction (repeats of a live operation are
+        left alone: they get that operation back)."""
+        now = self.clock.now()
+        todo = [j for j in jobs if self._repeated(j.attestation, j.request, now) is None]
+        signed = self._presigner.presign([(j.attestation, j.request) for j in todo])
+        by_job = {id(job): leaf for job, leaf in zip(todo, signed, strict=True)}
+        return [replace(j, presigned=by_job.get(id(j))) for j in jobs]
 
     def _write(self, conn: Connection, job: _Job) -> str:
         """One registration inside the writer's transaction; returns its operation id."""
@@ -288,7 +307,8 @@ class ProvisioningService:
         repeated = self._repeated(att, req, now, conn)
         if repeated is not None:
             return repeated
-        outcome = self._assigner.assign(conn, att, req, now)
+        outcome = self._assigner.assign(conn, att, req, now, job.presigned)
+        DPS_REGISTRATIONS.labels(outcome.status).inc()
         operation_id = self._new_operation_id()
         op = self._operation(operation_id, att, req, outcome, now)
         self.store.create_dps_operation(op, conn=conn)

@@ -7,6 +7,12 @@ is waiting (up to ``max_batch``), runs each item inside its own SAVEPOINT of one
 transaction — a refused item rolls back alone — and commits once (one fsync for the
 batch). A lone request is written at once; batches form only when requests overlap.
 On PostgreSQL the same shape saves a commit round trip per registration.
+
+Two things keep the write lock short, because every other writer of the server
+(presence, twins, activations) waits behind it: the optional ``prepare`` step runs
+over the whole batch *before* the transaction (the DPS service signs the CSRs there,
+see :mod:`certhub.dps.presign`), and a transaction that has run for ``max_seconds``
+commits what it has done and the rest of the batch goes on in the next one.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Generic, TypeVar
@@ -40,11 +47,18 @@ class BatchWriter(Generic[_Item, _Result]):
         work: Callable[[Connection, _Item], _Result],
         *,
         max_batch: int = 64,
+        max_seconds: float | None = 0.1,
+        prepare: Callable[[list[_Item]], list[_Item]] | None = None,
         name: str = "certhub-dps-writer",
     ) -> None:
+        """``prepare(items)`` (optional) returns the items to hand to ``work``, one for one;
+        it runs outside any transaction and must not write. ``max_seconds`` (None: no
+        limit) caps how long one transaction runs before it commits."""
         self._store = store
         self._work = work
+        self._prepare = prepare
         self._max_batch = max_batch
+        self._max_seconds = max_seconds
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -93,10 +107,33 @@ class BatchWriter(Generic[_Item, _Result]):
                 self._write(batch)
 
     def _write(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
+        batch = self._prepared(batch)
+        while batch:
+            batch = self._commit_some(batch)
+
+    def _prepared(
+        self, batch: list[tuple[_Item, Future[_Result]]]
+    ) -> list[tuple[_Item, Future[_Result]]]:
+        if self._prepare is None:
+            return batch
+        try:
+            items = self._prepare([item for item, _ in batch])
+        except Exception:  # only an optimisation: the work function does it all anyway
+            log.exception("preparing a registration batch failed")
+            return batch
+        return [(item, future) for item, (_, future) in zip(items, batch, strict=True)]
+
+    def _commit_some(
+        self, batch: list[tuple[_Item, Future[_Result]]]
+    ) -> list[tuple[_Item, Future[_Result]]]:
+        """Run items in one transaction until the time cap; returns those left over."""
         done: list[tuple[Future[_Result], _Result | BaseException]] = []
         try:
             with self._store.transaction() as conn:
+                started = time.monotonic()  # the write lock is held from here
                 for item, future in batch:
+                    if done and self._over(started):
+                        break
                     done.append((future, self._one(conn, item)))
             self.batches += 1
         except BaseException as exc:  # the commit (or the transaction) failed: all fail
@@ -104,7 +141,15 @@ class BatchWriter(Generic[_Item, _Result]):
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)
-            return
+            return []
+        self._settle(done)
+        return batch[len(done) :]
+
+    def _over(self, started: float) -> bool:
+        return self._max_seconds is not None and time.monotonic() - started >= self._max_seconds
+
+    @staticmethod
+    def _settle(done: list[tuple[Future[_Result], _Result | BaseException]]) -> None:
         for future, result in done:
             if isinstance(result, BaseException):
                 future.set_exception(result)

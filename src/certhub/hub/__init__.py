@@ -9,9 +9,9 @@
 * Pure modules: :mod:`.twin` (twin semantics), :mod:`.topics`, :mod:`.auth`.
 
 Scope on several nodes: a disable/delete/revocation and a desired patch reach the device's
-session on any node (through ``events``); direct methods and cloud-to-device messages are
-served by the node that holds the session, and the "one connection per device" rule holds
-per node.
+session on any node (through ``events``); while other nodes are live, direct methods,
+cloud-to-device messages, renewal responses and "one connection per device" are relayed
+through ``events`` too (:mod:`.relay`, ``docs/scale-out.md``).
 """
 
 from certhub.hub.errors import (

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
+
+import sqlalchemy as sa
 
 from certhub.clock import Clock
 from certhub.hub import storage
@@ -36,15 +39,18 @@ from certhub.hub.credentials import CredentialsHandler
 from certhub.hub.devices import DeviceCache
 from certhub.hub.issuers import IssuerIndex, LeafCache, LeafFacts, load_issuers
 from certhub.hub.metrics import CONNECTIONS, REFUSALS, SESSIONS_CLOSED
+from certhub.hub.relay import RELAY_KINDS, Relay
 from certhub.hub.session import HubSession
 from certhub.hub.telemetry import TelemetryBuffer, TelemetryMessage
 from certhub.hub.topics import Subscription
 from certhub.listener.api import Link, Refusal, Session
+from certhub.metrics import CONNECTS_ACCEPTED
 from certhub.mqtt import Connect, ConnectReturnCode, Publish, parse_property_bag
 from certhub.rand import Random
 from certhub.registry import NotFound, Store
 from certhub.registry._events import EventRecord
 from certhub.registry.records import ConnectionState, DeviceRecord
+from certhub.registry.schema import devices as devices_table
 
 __all__ = ["HubFrontend", "Runner"]
 
@@ -59,6 +65,21 @@ _CLOSING_EVENTS = {
 _CHANGE_KINDS = frozenset(
     {"device.status", "device.revocation", "device.auth", "device.deleted", "certificate.revoked"}
 )
+
+
+@functools.lru_cache(maxsize=256)
+def _closed_counter(reason: str) -> Any:
+    """The ``sessions_closed{reason}`` child (``labels()`` costs a lock and a tuple: a third
+    of the hub's own work per connection)."""
+    return SESSIONS_CLOSED.labels(reason)
+
+
+def _connected_devices(store: Store) -> list[str]:
+    stmt = sa.select(devices_table.c.device_id).where(
+        devices_table.c.connection_state == "Connected"
+    )
+    with store.engine.connect() as conn:
+        return list(conn.execute(stmt).scalars())
 
 
 class Runner(Protocol):
@@ -96,7 +117,8 @@ class HubFrontend:
         self.sessions: dict[str, HubSession] = {}
         self.telemetry = telemetry if telemetry is not None else TelemetryBuffer()
         self._leaves = LeafCache(IssuerIndex(()))
-        self._c2d: dict[str, deque[tuple[float, str, bytes]]] = {}
+        # device -> (expires at (loop time), topic, body, queued at (clock))
+        self._c2d: dict[str, deque[tuple[float, str, bytes, dt.datetime]]] = {}
         self._c2d_queue_size = c2d_queue_size
         self._c2d_ttl = c2d_ttl
         self._presence: dict[str, tuple[ConnectionState, dt.datetime]] = {}
@@ -105,6 +127,15 @@ class HubFrontend:
         self.devices = DeviceCache(device_cache_ttl)
         self.credentials = credentials
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._opened_at: dict[str, dt.datetime] = {}
+        self.clustered = False
+        """True while other nodes are live: sessions elsewhere are reached through
+        :attr:`relay` (set by the cluster coordinator)."""
+        self.live_nodes: frozenset[str] = frozenset()
+        """Node ids of the live nodes (set by the cluster coordinator)."""
+        self.remote_sessions: dict[str, str] = {}
+        """device -> node id holding its session, from ``session.opened/closed`` events."""
+        self.relay = Relay(self)
         if credentials is not None:
             credentials.attach(self.publish_credentials)
 
@@ -120,6 +151,7 @@ class HubFrontend:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.relay.outbox.flush()
         if self._presence_task is not None:
             self._presence_task.cancel()
             await asyncio.gather(self._presence_task, return_exceptions=True)
@@ -226,6 +258,7 @@ class HubFrontend:
     ) -> Session:
         session = HubSession(self, link, decision, connect.will)
         self._register(session)
+        CONNECTS_ACCEPTED.inc()
         if decision.expires_at is not None:
             loop = asyncio.get_running_loop()
             session.expire_at(loop.time() + (decision.expires_at - now).total_seconds())
@@ -276,19 +309,57 @@ class HubFrontend:
         old = self.sessions.get(device_id)
         self.sessions[device_id] = session
         CONNECTIONS.inc()
-        self._presence[device_id] = ("Connected", self.clock.now())
+        now = self.clock.now()
+        self._presence[device_id] = ("Connected", now)
+        self._opened_at[device_id] = now
+        self.remote_sessions.pop(device_id, None)
+        if self.clustered:
+            self.relay.session_opened(device_id)
         if old is not None:
             old.link.close("replaced-by-new-connection")
 
     def session_closed(self, session: HubSession, reason: str) -> None:
         """A session ended (called once per registered session)."""
         CONNECTIONS.dec()
-        SESSIONS_CLOSED.labels(reason).inc()
+        _closed_counter(reason).inc()
         device_id = session.device_id
         if self.sessions.get(device_id) is session:
             del self.sessions[device_id]
+            self._opened_at.pop(device_id, None)
+            if self.clustered:
+                self.relay.session_closed(device_id)
             self._presence[device_id] = ("Disconnected", self.clock.now())
         log.debug("device %r disconnected: %s", device_id, reason)
+
+    def note_remote_session(self, device_id: str, node: str, kind: str) -> None:
+        """Track which other node holds ``device_id`` (``session.opened/closed``)."""
+        if kind == "session.opened":
+            self.remote_sessions[device_id] = node
+        elif self.remote_sessions.get(device_id) in (node, ""):
+            del self.remote_sessions[device_id]
+
+    def connected_elsewhere(self, device_id: str) -> bool:
+        """True when another live node announced a session of the device (or the store
+        said it was connected when this node joined: node ``""``)."""
+        node = self.remote_sessions.get(device_id)
+        if node is None or not self.clustered:
+            return False
+        return node == "" or node in self.live_nodes
+
+    async def load_remote_sessions(self) -> int:
+        """Note the devices the store shows connected (to other nodes) when this node joins
+        a cluster; announcements made later correct the picture. Returns how many."""
+        connected = await self.run(_connected_devices, self.store)
+        for device_id in connected:
+            if device_id not in self.sessions:
+                self.remote_sessions.setdefault(device_id, "")
+        return len(connected)
+
+    def opened_before(self, session: HubSession, at: dt.datetime) -> bool:
+        """True when ``session`` is the device's live session here and opened before ``at``."""
+        device_id = session.device_id
+        opened = self._opened_at.get(device_id)
+        return self.sessions.get(device_id) is session and opened is not None and opened < at
 
     def close_session(self, device_id: str, reason: str) -> bool:
         """Close the device's live session, if any."""
@@ -310,6 +381,8 @@ class HubFrontend:
     def publish_credentials(self, device_id: str, topic: str, payload: bytes) -> bool:
         """Publish a credentials response on the device's session if it listens for them."""
         session = self.sessions.get(device_id)
+        if session is None and self.clustered and "/202/" not in topic:
+            self.relay.credentials_ready(device_id)  # the device may be on another node
         if session is None or session.link.closed:
             return False
         if not session.subscriptions & Subscription.CREDENTIALS:
@@ -347,22 +420,46 @@ class HubFrontend:
         session = self.sessions.get(device_id)
         if session is not None and session.send_c2d(topic, body):
             return True
+        self.keep_c2d(device_id, topic, body)
+        return False
+
+    def keep_c2d(self, device_id: str, topic: str, body: bytes) -> None:
+        """Queue a message for the device's next session here (bounded, with a TTL)."""
         queue = self._c2d.get(device_id)
         if queue is None:
             queue = self._c2d[device_id] = deque(maxlen=self._c2d_queue_size)
-        queue.append((asyncio.get_running_loop().time() + self._c2d_ttl, topic, body))
-        return False
+        expires = asyncio.get_running_loop().time() + self._c2d_ttl
+        queue.append((expires, topic, body, self.clock.now()))
+
+    def forget_c2d(self, device_id: str, topic: str) -> None:
+        """Drop the queued message with ``topic`` (delivered by another node)."""
+        queue = self._c2d.get(device_id)
+        if queue is not None:
+            kept = deque((item for item in queue if item[1] != topic), maxlen=queue.maxlen)
+            self._c2d[device_id] = kept
+
+    def drop_c2d(self, device_id: str, before: dt.datetime) -> None:
+        """Forget the messages queued here for ``device_id`` before ``before``."""
+        queue = self._c2d.get(device_id)
+        if queue is not None:
+            kept = deque((item for item in queue if item[3] >= before), maxlen=queue.maxlen)
+            self._c2d[device_id] = kept
 
     def deliver_queued_c2d(self, session: HubSession) -> None:
         """Send the messages queued for the device of a session that just subscribed."""
         queue = self._c2d.pop(session.device_id, None)
         now = asyncio.get_running_loop().time()
         while queue:
-            expires, topic, body = queue.popleft()
-            if expires > now and not session.send_c2d(topic, body):
-                queue.appendleft((expires, topic, body))
+            item = queue.popleft()
+            expires, topic, body, _ = item
+            if expires <= now:
+                continue
+            if not session.send_c2d(topic, body):
+                queue.appendleft(item)
                 self._c2d[session.device_id] = queue
                 return
+            if self.clustered:
+                self.relay.c2d_delivered(session.device_id, topic)
 
     # -- change feed ----------------------------------------------------------------------------
 
@@ -371,8 +468,13 @@ class HubFrontend:
         reload = False
         for event in batch:
             reload |= event.kind in ("ca.changed", "policy.changed")
-            if event.device_id is not None:
-                self._device_event(event, self.sessions.get(event.device_id))
+            if event.device_id is None:
+                continue
+            session = self.sessions.get(event.device_id)
+            if event.kind in RELAY_KINDS:
+                self.relay.on_event(event, session)
+            else:
+                self._device_event(event, session)
         if reload:
             asyncio.get_running_loop().create_task(self._reload_logged())
 
@@ -419,7 +521,11 @@ class HubFrontend:
     async def _flush_presence(self) -> None:
         if self._presence:
             changes, self._presence = self._presence, {}
-            await self.run(self._write_presence, changes)
+            try:
+                await self.run(self._write_presence, changes)
+            except Exception:  # keep them for the next flush (newer changes win)
+                self._presence = {**changes, **self._presence}
+                raise
 
     def _write_presence(self, changes: Mapping[str, tuple[ConnectionState, dt.datetime]]) -> None:
         with self.store.transaction() as conn:

@@ -2,8 +2,11 @@
 
 TLS has already checked that a client chain ends at *some* trusted CA, but the trust
 store also holds the root, onboarding CAs and enrollment certificates (for DPS). The hub
-admits a leaf only when one of the namespace's active policy issuing CAs (states
-``active``/``successor``) signed it directly. :class:`IssuerIndex` answers that with one
+admits a leaf only when one of the namespace's policy issuing CAs in a trusted state
+(``active``/``successor``) signed it directly. A deleted policy's CAs stay trusted (its
+certificates work until they expire, then the CAs are retired); rotated-away CAs stay
+trusted until retired; revoked and retired CAs are not trusted
+(:mod:`certhub.issuer_lifecycle`). :class:`IssuerIndex` answers that with one
 signature check; :class:`LeafCache` remembers the answer per certificate (reconnecting
 devices present the same leaf) and is rebuilt whenever the issuers change.
 """
@@ -69,11 +72,10 @@ def load_issuers(store: Store, namespace: str) -> IssuerIndex:
     ns = store.get_namespace(namespace)
     if ns is None:
         raise NotFound("namespace", namespace)
-    live_policies = {p.id for p in store.list_policies(ns.id)}
     return IssuerIndex(
         (ca.id, x509.load_pem_x509_certificate(ca.cert_pem.encode()))
         for ca in store.list_cas(ns.id, kind="issuing")
-        if ca.state in LIVE_CA_STATES and ca.policy_id in live_policies
+        if ca.state in LIVE_CA_STATES and ca.policy_id is not None
     )
 
 

@@ -3,8 +3,9 @@
 Everything here runs on the server's event loop. Twin writes go to the store (in the
 executor) and reach the device's live session at once when it is on this node, or
 through the change feed (``twin.desired`` events) when it is on another. Direct methods
-and cloud-to-device delivery need the session on this node (see the module docs of
-:mod:`certhub.hub`).
+and cloud-to-device messages go to a session on this node directly; when other nodes are
+live (``HubFrontend.clustered``) they are relayed to whichever node holds the session
+(:mod:`certhub.hub.relay`) with the same timeout semantics.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class HubService:
         return self._hub.telemetry
 
     def is_connected(self, device_id: str) -> bool:
-        """True when the device has a live session on this node."""
-        return device_id in self._hub.sessions
+        """True when the device has a live session on this node or, on a cluster, on
+        another live node that announced it (``session.opened`` since this node started)."""
+        return device_id in self._hub.sessions or self._hub.connected_elsewhere(device_id)
 
     async def get_twin(self, device_id: str) -> dict[str, Any]:
         """The twin (tags, desired and reported with ``$metadata`` and ``$version``).
@@ -72,11 +74,18 @@ class HubService:
         """Call direct method ``name``; returns the device's (status, JSON payload).
 
         Raises DeviceNotConnected (no session here, or not subscribed to methods) and
-        MethodTimeout. A body that is not JSON comes back as a string.
+        MethodTimeout. A body that is not JSON comes back as a string. On a cluster, a
+        device on another node is reached through the relay; "not connected" then takes up
+        to ``relay.ack_timeout`` (2 s) to establish.
         """
         if not name or _METHOD_NAME_FORBIDDEN & set(name):
             raise ValueError(f"invalid method name {name!r}")
-        session = self._hub.sessions.get(device_id)
+        hub = self._hub
+        session = hub.sessions.get(device_id)
+        if session is None and hub.clustered:
+            request = json.dumps(payload).encode()
+            status, body = await hub.relay.invoke_method(device_id, name, request, timeout)
+            return status, _decode(body)
         if session is None:
             raise DeviceNotConnected(device_id)
         rid, future = session.start_method(name, json.dumps(payload).encode())
@@ -96,9 +105,12 @@ class HubService:
     ) -> bool:
         """Send a cloud-to-device message (QoS 1) with a property bag.
 
-        True when it went to a live session now; False when it is queued in memory for
-        the device's next session (at most 50 per device, for an hour). Raises
-        DeviceNotFound for a device that does not exist.
+        True when it went to a live session on this node now; False when it is queued in
+        memory for the device's next session (at most 50 per device, for an hour). On a
+        cluster the message is also offered to the other nodes: the one holding the
+        session delivers it, the others keep it queued until the device connects to one of
+        them (see :mod:`certhub.hub.relay`). Raises DeviceNotFound for a device that does not
+        exist.
         """
         hub = self._hub
         if device_id not in hub.sessions and await hub.run(hub.store.get_device, device_id) is None:
@@ -109,7 +121,11 @@ class HubService:
         }
         bag.update(properties or {})
         topic = c2d_topic(device_id, format_property_bag(bag))
-        return self._hub.queue_c2d(device_id, topic, body)
+        if self._hub.queue_c2d(device_id, topic, body):
+            return True
+        if hub.clustered:
+            hub.relay.send_c2d(device_id, topic, body)
+        return False
 
 
 def _decode(body: bytes) -> Any:

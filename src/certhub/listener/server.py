@@ -43,6 +43,7 @@ class Listener:
         handshake_timeout: float = 30.0,
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         backlog: int = 4096,
+        reuse_port: bool = False,
     ) -> None:
         self.frontends = tuple(frontends)
         self.tls = tls
@@ -52,6 +53,9 @@ class Listener:
         self.handshake_timeout = handshake_timeout
         self.max_packet_size = max_packet_size
         self.backlog = backlog
+        self.reuse_port = reuse_port
+        """Bind with ``SO_REUSEPORT``: several processes share the port, the kernel spreads
+        new connections between them (``certhub serve --workers N``)."""
         self.connections: set[MqttConnection] = set()
         self.protocol_errors = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -83,6 +87,7 @@ class Listener:
             ssl_handshake_timeout=self.handshake_timeout,
             backlog=self.backlog,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
         )
 
     async def stop(self, timeout: float = 5.0) -> None:

@@ -8,7 +8,8 @@ servername callback, which OpenSSL 1.1.1+ calls whether or not the client sent S
 server was started with and, in it, points the connection at the newest context
 (``ssl_object.context = current``), whose certificate store is the one used to verify
 the client. Rebuilding is a few milliseconds; connections already established keep
-their context.
+their context. The callback is installed on the first change only: until then every
+handshake uses the base context and pays no Python call.
 
 Every context: TLS 1.2 and 1.3, server certificate chain from files, client certificate
 requested but optional (``CERT_OPTIONAL``), ``VERIFY_X509_PARTIAL_CHAIN`` (a chain may
@@ -67,7 +68,6 @@ class ServerTls:
         self._lock = threading.Lock()
         self._trust = tuple(trust_pems)
         self._base = build_server_context(cert_file, key_file, self._trust)
-        self._base.sni_callback = self._on_hello
         self._current = self._base  # nothing to switch to until the trust changes
         self.handshakes_switched = 0
         """Handshakes that the callback pointed at the current context (for tests)."""
@@ -90,6 +90,8 @@ class ServerTls:
                 return False
             context = build_server_context(self._cert_file, self._key_file, trust)
             self._current, self._trust = context, trust
+            if self._base.sni_callback is None:
+                self._base.sni_callback = self._on_hello
             return True
 
     def _on_hello(

@@ -1,10 +1,11 @@
 """What the listener's TLS layer trusts for client certificates, read from the store.
 
 The trust store is the union of what any frontend may accept, so TLS can verify the
-chain: every issuing CA (states ``active`` and ``successor``) of the namespace's active
-policies, the namespace root, the namespace's onboarding CAs and the certificates of its
-x509 enrollments (DPS). Which of these admits a client is each frontend's decision:
-the hub admits only leaves issued directly by a policy issuing CA.
+chain: every issuing CA (states ``active`` and ``successor``) of the namespace — a
+deleted policy's CAs included, since its certificates keep working until they expire
+(revoked and retired CAs are out) — the namespace roots, its onboarding CAs and the
+certificates of its x509 enrollments (DPS). Which of these admits a client is each
+frontend's decision: the hub admits only leaves issued directly by a policy issuing CA.
 """
 
 from __future__ import annotations
@@ -23,12 +24,11 @@ def trust_pems(store: Store, namespace: str) -> list[str]:
     ns = store.get_namespace(namespace)
     if ns is None:
         raise NotFound("namespace", namespace)
-    live_policies = {p.id for p in store.list_policies(ns.id)}
     pems: list[str] = []
     for ca in store.list_cas(ns.id):
         if ca.state not in LIVE_CA_STATES:
             continue
-        issuing = ca.kind == "issuing" and ca.policy_id in live_policies
+        issuing = ca.kind == "issuing" and ca.policy_id is not None
         if issuing or ca.kind in ("root", "onboarding"):
             pems.append(ca.cert_pem)
     for enrollment in store.list_enrollments(ns.id):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -128,6 +128,7 @@ class Authority:
         self._rng = rng
         self._validators = tuple(validators)
         self._der_cache: dict[x509.Certificate, bytes] = {}
+        self._issuer_cache: dict[x509.Certificate, _IssuerFacts] = {}
 
     @property
     def validators(self) -> tuple[CsrValidator, ...]:
@@ -138,14 +139,34 @@ class Authority:
         """Run every validator; return the parsed CSR or raise ``CsrRejected``."""
         return self._check(req).csr
 
-    def sign(self, req: IssuanceRequest) -> IssuedLeaf:
+    def context(self, req: IssuanceRequest) -> CsrContext:
+        """A fresh validation context for ``req`` (nothing parsed yet).
+
+        Callers that need the CSR's key hash before signing (a batch's bulk key-reuse
+        lookup) take it from here and pass the same context to :meth:`sign`, so the CSR
+        is parsed once.
+        """
+        return CsrContext(
+            csr_der=req.csr_der,
+            device_id=req.device_id,
+            allowed_key_types=req.policy.key_types,
+            key_seen=req.key_seen,
+        )
+
+    def sign(self, req: IssuanceRequest, *, context: CsrContext | None = None) -> IssuedLeaf:
         """Validate ``req`` and sign its leaf.
 
-        Raises ``CsrRejected`` for a refused CSR and ``IssuanceError`` when the issuer
-        is not valid now, the revocation id is not 32 bytes or the device id does not
-        fit in a common name (1..64 characters).
+        ``context`` is one :meth:`context` returned for this very request (every
+        validator still runs over it). Raises ``CsrRejected`` for a refused CSR and
+        ``IssuanceError`` when the issuer is not valid now, the revocation id is not 32
+        bytes or the device id does not fit in a common name (1..64 characters).
         """
-        ctx = self._check(req)
+        if context is None:
+            ctx = self._check(req)
+        elif not _made_for(context, req):
+            raise ValueError("the context was made for another request")
+        else:
+            ctx = self._run_validators(context)
         key_type = ctx.key_type
         if key_type is None:  # only possible with a validator list lacking KeyTypeAllowed
             raise CsrRejected("key-type-not-allowed", "the CSR key is not a supported type")
@@ -164,15 +185,21 @@ class Authority:
         )
 
     def _check(self, req: IssuanceRequest) -> CsrContext:
-        ctx = CsrContext(
-            csr_der=req.csr_der,
-            device_id=req.device_id,
-            allowed_key_types=req.policy.key_types,
-            key_seen=req.key_seen,
-        )
+        return self._run_validators(self.context(req))
+
+    def _run_validators(self, ctx: CsrContext) -> CsrContext:
         for validator in self._validators:
             validator.check(ctx)
         return ctx
+
+    def _issuer_facts(self, issuer: CaKeyPair) -> _IssuerFacts:
+        # Issuer name, AKI and hash are the same for every leaf of an issuer: derive once.
+        facts = self._issuer_cache.get(issuer.certificate)
+        if facts is None:
+            if len(self._issuer_cache) >= _DER_CACHE_SIZE:
+                self._issuer_cache.clear()
+            facts = self._issuer_cache[issuer.certificate] = _IssuerFacts.of(issuer)
+        return facts
 
     def _der(self, cert: x509.Certificate) -> bytes:
         # Issuer and root DER are the same for every leaf of a policy: encode once.
@@ -184,36 +211,81 @@ class Authority:
         return der
 
     def _build(self, req: IssuanceRequest, public_key: PublicKey) -> x509.Certificate:
-        issuer = req.issuer.certificate
+        facts = self._issuer_facts(req.issuer)
         policy = req.policy
-        start, end = validity_window(self._clock.now(), policy.backdate, policy.validity, issuer)
+        start, end = validity_window(
+            self._clock.now(), policy.backdate, policy.validity, req.issuer.certificate
+        )
         # One constructor call instead of a chain of add_extension copies (~20 µs less).
         return x509.CertificateBuilder(
-            issuer_name=issuer.subject,
+            issuer_name=facts.name,
             subject_name=common_name(req.device_id),
             public_key=public_key,
             serial_number=random_serial(self._rng),
             not_valid_before=start,
             not_valid_after=end,
-            extensions=_leaf_extensions(req, public_key),
-        ).sign(req.issuer.private_key, signature_hash(req.issuer.private_key))
+            extensions=_leaf_extensions(req, public_key, facts),
+        ).sign(req.issuer.private_key, facts.hash)
+
+
+@dataclass(frozen=True, slots=True)
+class _IssuerFacts:
+    """What every leaf of one issuer shares: its name, AKI extension and signature hash."""
+
+    name: x509.Name
+    aki: x509.Extension[x509.ExtensionType]
+    hash: hashes.SHA256 | hashes.SHA384
+    crl_points: dict[str, x509.Extension[x509.ExtensionType]]
+
+    @classmethod
+    def of(cls, issuer: CaKeyPair) -> _IssuerFacts:
+        aki = authority_key_id(issuer.certificate)
+        return cls(
+            name=issuer.certificate.subject,
+            aki=x509.Extension(aki.oid, False, aki),
+            hash=signature_hash(issuer.private_key),
+            crl_points={},
+        )
+
+    def crl_point(self, url: str) -> x509.Extension[x509.ExtensionType]:
+        ext = self.crl_points.get(url)
+        if ext is None:
+            if len(self.crl_points) >= _DER_CACHE_SIZE:
+                self.crl_points.clear()
+            value = crl_distribution_points(url)
+            ext = self.crl_points[url] = x509.Extension(value.oid, False, value)
+        return ext
+
+
+def _ext(value: x509.ExtensionType, critical: bool) -> x509.Extension[x509.ExtensionType]:
+    return x509.Extension(value.oid, critical, value)
+
+
+_EC_HEAD = (_ext(_NOT_A_CA, True), _ext(_EC_KEY_USAGE, True), _ext(_CLIENT_AUTH, False))
+_RSA_HEAD = (_ext(_NOT_A_CA, True), _ext(_RSA_KEY_USAGE, True), _ext(_CLIENT_AUTH, False))
 
 
 def _leaf_extensions(
-    req: IssuanceRequest, public_key: PublicKey
+    req: IssuanceRequest, public_key: PublicKey, facts: _IssuerFacts
 ) -> list[x509.Extension[x509.ExtensionType]]:
-    is_rsa = isinstance(public_key, rsa.RSAPublicKey)
-    exts: list[tuple[x509.ExtensionType, bool]] = [
-        (_NOT_A_CA, True),
-        (_RSA_KEY_USAGE if is_rsa else _EC_KEY_USAGE, True),
-        (_CLIENT_AUTH, False),
-        (subject_key_id(public_key), False),
-        (authority_key_id(req.issuer.certificate), False),
-    ]
+    """The leaf profile, in order; only SKI and the revocation id differ per leaf."""
+    exts = list(_RSA_HEAD if isinstance(public_key, rsa.RSAPublicKey) else _EC_HEAD)
+    exts.append(_ext(subject_key_id(public_key), False))
+    exts.append(facts.aki)
     if req.crl_url is not None:
-        exts.append((crl_distribution_points(req.crl_url), False))
-    exts.append((revocation_id_extension(req.revocation_id), False))
-    return [x509.Extension(value.oid, critical, value) for value, critical in exts]
+        exts.append(facts.crl_point(req.crl_url))
+    exts.append(_ext(revocation_id_extension(req.revocation_id), False))
+    return exts
+
+
+def _made_for(ctx: CsrContext, req: IssuanceRequest) -> bool:
+    """Whether ``ctx`` is what :meth:`Authority.context` returns for ``req``."""
+    return (
+        ctx.csr_der == req.csr_der
+        and ctx.device_id == req.device_id
+        and ctx.allowed_key_types == req.policy.key_types
+        and ctx.key_seen is req.key_seen
+    )
 
 
 def chain_pem(leaf: IssuedLeaf) -> bytes:

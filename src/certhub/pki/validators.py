@@ -17,8 +17,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from functools import cached_property
+from dataclasses import dataclass
 from typing import Protocol
 
 from cryptography import x509
@@ -72,42 +71,88 @@ def csr_der_from_base64(text: str) -> bytes:
         raise CsrRejected("csr-malformed", f"CSR is not valid base64: {exc}") from exc
 
 
-@dataclass(frozen=True, kw_only=True)
+_UNSET: object = object()
+
+
 class CsrContext:
-    """What the validators look at; parsed values are computed once, on demand."""
+    """What the validators look at; parsed values are computed once, on demand.
 
-    csr_der: bytes
-    device_id: str
-    allowed_key_types: frozenset[KeyType]
-    key_seen: Callable[[str], bool] = field(repr=False)
+    A plain slotted class rather than a dataclass with ``functools.cached_property``:
+    on Python 3.11 every cached property takes a lock and writes the instance
+    ``__dict__``, which cost about as much as the CSR parse on the issuance hot path.
+    A failed parse is not cached: asking again raises the same rejection again.
+    """
 
-    @cached_property
+    __slots__ = (
+        "_csr",
+        "_key_sha256",
+        "_key_type",
+        "_public_key",
+        "allowed_key_types",
+        "csr_der",
+        "device_id",
+        "key_seen",
+    )
+
+    def __init__(
+        self,
+        *,
+        csr_der: bytes,
+        device_id: str,
+        allowed_key_types: frozenset[KeyType],
+        key_seen: Callable[[str], bool],
+    ) -> None:
+        self.csr_der = csr_der
+        self.device_id = device_id
+        self.allowed_key_types = allowed_key_types
+        self.key_seen = key_seen
+        self._csr: x509.CertificateSigningRequest | None = None
+        self._public_key: PublicKey | None = None
+        self._key_type: object = _UNSET
+        self._key_sha256: str | None = None
+
+    def __repr__(self) -> str:
+        return f"CsrContext(device_id={self.device_id!r}, csr_der=<{len(self.csr_der)} bytes>)"
+
+    @property
     def csr(self) -> x509.CertificateSigningRequest:
         """The parsed request; ``CsrRejected("csr-malformed")`` if it is not PKCS#10 DER."""
-        try:
-            csr = x509.load_der_x509_csr(self.csr_der)
-            csr.subject  # noqa: B018 - force lazy parsing of the name here
-        except ValueError as exc:
-            raise CsrRejected("csr-malformed", f"not a DER PKCS#10 request: {exc}") from exc
+        csr = self._csr
+        if csr is None:
+            try:
+                csr = x509.load_der_x509_csr(self.csr_der)
+                csr.subject  # noqa: B018 - force lazy parsing of the name here
+            except ValueError as exc:
+                raise CsrRejected("csr-malformed", f"not a DER PKCS#10 request: {exc}") from exc
+            self._csr = csr
         return csr
 
-    @cached_property
+    @property
     def public_key(self) -> PublicKey:
         """The requested public key; ``key-type-not-allowed`` if it cannot be loaded."""
-        try:
-            return self.csr.public_key()
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise CsrRejected("key-type-not-allowed", f"unsupported public key: {exc}") from exc
+        key = self._public_key
+        if key is None:
+            try:
+                key = self.csr.public_key()
+            except (ValueError, UnsupportedAlgorithm) as exc:
+                raise CsrRejected("key-type-not-allowed", f"unsupported public key: {exc}") from exc
+            self._public_key = key
+        return key
 
-    @cached_property
+    @property
     def key_type(self) -> KeyType | None:
         """The :class:`KeyType` of the requested key, ``None`` if not one of ours."""
-        return key_type_of(self.public_key)
+        if self._key_type is _UNSET:
+            self._key_type = key_type_of(self.public_key)
+        return self._key_type  # type: ignore[return-value]
 
-    @cached_property
+    @property
     def public_key_sha256(self) -> str:
         """Lowercase hex SHA-256 of the requested key's SubjectPublicKeyInfo."""
-        return public_key_sha256(self.public_key)
+        digest = self._key_sha256
+        if digest is None:
+            digest = self._key_sha256 = public_key_sha256(self.public_key)
+        return digest
 
 
 class CsrValidator(Protocol):

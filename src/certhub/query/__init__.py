@@ -26,7 +26,13 @@ from certhub.query.mapping import (
     devices_mapping,
 )
 from certhub.query.reference import evaluate
-from certhub.query.sql import CompiledQuery, Page, compile_query, index_expression
+from certhub.query.sql import (
+    CompiledQuery,
+    Page,
+    compile_query,
+    index_expression,
+    index_guard_expression,
+)
 from certhub.query.values import UNDEFINED, format_timestamp
 
 __all__ = [
@@ -46,6 +52,7 @@ __all__ = [
     "evaluate",
     "format_timestamp",
     "index_expression",
+    "index_guard_expression",
     "parse",
 ]
 

@@ -67,6 +67,12 @@ class CollectionMapping:
     ordering ("C" gives code-point order, like the reference and SQLite); set it to None
     when the database's default collation already is "C"/"C.UTF-8" so that plain column
     indexes serve ordered comparisons.
+
+    ``narrow_to`` names one table of ``from_clause`` that alone holds exactly its rows
+    (for ``devices JOIN twins``: ``twins``, since every twin has its device by foreign
+    key and primary key), and ``same_columns`` the columns of the other tables that
+    equal one of that table's (the join key). A query that reads nothing else runs on
+    that table alone: the join is skipped (see :meth:`narrowed`).
     """
 
     collection: str
@@ -75,6 +81,8 @@ class CollectionMapping:
     key: tuple[tuple[str, ...], ...] = field(default=())
     star_item_type: str = "raw"
     collation: str | None = "C"
+    narrow_to: sa.Table | None = None
+    same_columns: Mapping[str, sa.ColumnElement[Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -87,6 +95,16 @@ class CollectionMapping:
     def key_columns(self) -> list[sa.ColumnElement[Any]]:
         """The SQL columns of the document key, in order."""
         return [self._scalar(p).column for p in self.key]
+
+    def same_column(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        """``column``, or its equal in :attr:`narrow_to` (the join key's other side)."""
+        return self.same_columns.get(_qualified(column), column)
+
+    def narrowed(self, tables: set[str]) -> sa.FromClause:
+        """What to select from when a query reads only columns of ``tables``."""
+        if self.narrow_to is not None and tables <= {self.narrow_to.name}:
+            return self.narrow_to
+        return self.from_clause
 
     def _scalar(self, path: tuple[str, ...]) -> ScalarField:
         f = self.fields[path]
@@ -162,7 +180,14 @@ def devices_mapping(
         fields=fields,
         star_item_type="twin",
         collation=collation,
+        narrow_to=twins,
+        same_columns={_qualified(devices.c.device_id): twins.c.device_id},
     )
+
+
+def _qualified(column: sa.ColumnElement[Any]) -> str:
+    table = getattr(column, "table", None)
+    return f"{getattr(table, 'name', '')}.{getattr(column, 'name', '')}"
 
 
 def certificates_mapping(

@@ -33,7 +33,7 @@ from certhub.query.names import canonical_path
 from certhub.query.reference import aggregate_max, aggregate_min
 from certhub.query.values import UNDEFINED, Value, group_sort_key
 
-__all__ = ["CompiledQuery", "Page", "compile_query", "index_expression"]
+__all__ = ["CompiledQuery", "Page", "compile_query", "index_expression", "index_guard_expression"]
 
 
 @dataclass(frozen=True)
@@ -149,11 +149,46 @@ def compile_query(
     cont = (
         Continuation.decode(offset_key, query, len(mapping.key)) if offset_key is not None else None
     )
-    compiler = ExprCompiler(mapping, sql_dialect)
+    tables = _Tables(mapping, narrow=query.is_aggregate)
+    compiler = ExprCompiler(mapping, sql_dialect, columns=tables.column)
     where = compiler.truth(query.where).is_true if query.where is not None else True
     if query.is_aggregate:
-        return _compile_aggregate(query, mapping, compiler, where, cont, limit)
-    return _compile_documents(query, mapping, compiler, where, cont, limit)
+        return _compile_aggregate(query, tables, compiler, where, cont, limit)
+    return _compile_documents(query, tables, compiler, where, cont, limit)
+
+
+class _Tables:
+    """Which tables a query reads, so that it selects from no more than those.
+
+    Every column the compiler resolves passes through :meth:`column`, which swaps a join
+    key for its equal in the mapping's ``narrow_to`` table and notes the table; the
+    statement is then built on :meth:`from_clause` (``twins`` alone for a ``devices``
+    query that reads only twin paths, else the mapping's join).
+
+    Only aggregates (``COUNT()``, ``GROUP BY``) are narrowed: document queries page in
+    key order, which the key's indexes on the full table serve (PostgreSQL's
+    ``ix_devices_device_id_c``); ordering by the twin's copy of the key would not.
+    """
+
+    def __init__(self, mapping: CollectionMapping, *, narrow: bool) -> None:
+        self.mapping = mapping
+        self.narrow = narrow
+        self.names: set[str] = set()
+
+    def column(self, col: Expr) -> Expr:
+        if not self.narrow:
+            return col
+        col = self.mapping.same_column(col)
+        self.names.add(getattr(getattr(col, "table", None), "name", ""))
+        return col
+
+    def key_columns(self) -> list[Expr]:
+        return [self.column(c) for c in self.mapping.key_columns()]
+
+    def from_clause(self) -> sa.FromClause:
+        if not self.narrow:
+            return self.mapping.from_clause
+        return self.mapping.narrowed(self.names)
 
 
 def _paging(query: ast.Query, cont: Continuation | None, limit: int | None) -> _Paging:
@@ -167,12 +202,13 @@ def _paging(query: ast.Query, cont: Continuation | None, limit: int | None) -> _
 
 def _compile_documents(
     query: ast.Query,
-    mapping: CollectionMapping,
+    tables: _Tables,
     compiler: ExprCompiler,
     where: Any,
     cont: Continuation | None,
     limit: int | None,
 ) -> CompiledQuery:
+    mapping = tables.mapping
     order = [_key_order(compiler, path) for path in mapping.key]
     if cont is not None and cont.after is not None:
         after = [sa.literal(v) for v in cont.after]
@@ -186,9 +222,9 @@ def _compile_documents(
         for p in query.projections:
             assert isinstance(p.expr, ast.Path)
             items.append(_Item(p.name, compiler.resolve(p.expr.parts).fetch()))
-    columns, items = _layout(mapping.key_columns(), items)
+    columns, items = _layout(tables.key_columns(), items)
     paging = _paging(query, cont, limit)
-    stmt = sa.select(*columns).select_from(mapping.from_clause).order_by(*order)
+    stmt = sa.select(*columns).select_from(tables.from_clause()).order_by(*order)
     if where is not True:
         stmt = stmt.where(to_sql(where))
     if paging.take is not None:
@@ -226,7 +262,7 @@ def _layout(prefix: list[Expr], items: list[_Item]) -> tuple[list[Expr], list[_I
 
 def _compile_aggregate(
     query: ast.Query,
-    mapping: CollectionMapping,
+    tables: _Tables,
     compiler: ExprCompiler,
     where: Any,
     cont: Continuation | None,
@@ -241,7 +277,7 @@ def _compile_aggregate(
     ]
     columns, placed = _layout([sa.func.count()], groups + aggs)
     group_cols = [c for g in groups for c in g.fetch.columns]
-    stmt = sa.select(*columns).select_from(mapping.from_clause)
+    stmt = sa.select(*columns).select_from(tables.from_clause())
     if where is not True:
         stmt = stmt.where(to_sql(where))
     if group_cols:
@@ -345,6 +381,34 @@ def index_expression(
     else:
         raise QueryError(f"{'.'.join(parts)} is not stored in one column", reason="not-indexable")
     compiled = expr.compile(
+        dialect=_SA_DIALECTS[sql_dialect.name], compile_kwargs={"literal_binds": True}
+    )
+    return str(compiled)
+
+
+def index_guard_expression(
+    mapping: CollectionMapping, path: str | Sequence[str], dialect: str | Any
+) -> str:
+    """SQL text of the type guard the compiler puts beside a string comparison on ``path``
+    (IoT Hub compares only values of the same type), for the second column of an index.
+
+    With ``(index_expression(...), index_guard_expression(...))`` as a two-column index,
+    ``path < 'X'`` is answered from the index alone: the guard is an index condition
+    instead of a JSON parse of every matching row. Same conventions as
+    :func:`index_expression`; raises ``QueryError("not-indexable")`` for a path that is
+    not inside a JSON column (a column needs no type guard).
+    """
+    sql_dialect = _dialect(dialect)
+    parts = tuple(path.split(".")) if isinstance(path, str) else tuple(path)
+    parts = canonical_path(mapping.collection, parts)
+    compiler = ExprCompiler(mapping, sql_dialect, columns=lambda col: sa.column(col.name))
+    val = compiler.resolve(parts)
+    if not isinstance(val, JsonVal):
+        raise QueryError(f"{'.'.join(parts)} has no JSON type guard", reason="not-indexable")
+    guard = val.guard("string")
+    assert isinstance(guard, sa.BinaryExpression)
+    # The guard is ``<type expression> = '<name>'``: the index holds its left side.
+    compiled = guard.left.compile(
         dialect=_SA_DIALECTS[sql_dialect.name], compile_kwargs={"literal_binds": True}
     )
     return str(compiled)

@@ -1,14 +1,26 @@
-"""Plumbing shared by the store's parts: transactions, etags, error translation."""
+"""Plumbing shared by the store's parts: transactions, etags, error translation.
+
+Write transactions begin ``IMMEDIATE`` on SQLite and wait up to the busy timeout (5 s)
+for the write lock. Under load (group-commit writers holding the lock for a batch, a
+CPU-starved machine) a small write — a twin patch, a presence flush, an activation —
+could wait longer and fail with "database is locked", refusing a device's connection
+or dropping a handler. Beginning is therefore retried with jittered backoff until
+:attr:`StoreBase.lock_wait_seconds` have passed: it fails before anything ran, so a
+retry is always safe.
+"""
 
 from __future__ import annotations
 
 import base64
+import logging
+import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, Row
+from sqlalchemy.engine import Connection, Engine, RootTransaction, Row
 
 from certhub.rand import Random
 from certhub.registry.engine import WRITE_OPTIONS
@@ -27,6 +39,14 @@ __all__ = [
 T = TypeVar("T")
 
 _UNIQUE = {"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"}
+_BACKOFF_CAP = 0.5
+log = logging.getLogger("certhub.registry")
+
+
+def _locked(exc: BaseException) -> bool:
+    """SQLite's "database is locked" (SQLITE_BUSY), raised when BEGIN IMMEDIATE gives up."""
+    name = getattr(exc, "sqlite_errorname", None)
+    return name == "SQLITE_BUSY" or (name is None and "database is locked" in str(exc))
 
 
 class StoreBase:
@@ -34,6 +54,8 @@ class StoreBase:
 
     engine: Engine
     dialect_name: str
+    lock_wait_seconds: float = 30.0
+    """How long a write keeps retrying to begin while SQLite's write lock is taken."""
 
     def __init__(self, engine: Engine, random: Random) -> None:
         self.engine = engine
@@ -49,8 +71,27 @@ class StoreBase:
         After a :class:`~certhub.registry.errors.StoreError` inside it, let the error
         escape (PostgreSQL has aborted the transaction).
         """
-        with self._writer.begin() as conn:
+        with self._writer.connect() as conn, self._begin(conn):
             yield conn
+
+    def _begin(self, conn: Connection) -> RootTransaction:
+        """``conn.begin()``, retried while SQLite answers "database is locked"."""
+        started = time.monotonic()
+        delay, retries = 0.01, 0
+        while True:
+            try:
+                transaction = conn.begin()
+            except sqlite3.OperationalError as exc:
+                if not _locked(exc) or time.monotonic() - started >= self.lock_wait_seconds:
+                    raise
+            else:
+                if retries:
+                    waited = time.monotonic() - started
+                    log.warning("write lock taken after %d retries (%.1f s)", retries, waited)
+                return transaction
+            retries += 1
+            time.sleep(delay * (0.5 + self._random.token_bytes(1)[0] / 510))
+            delay = min(delay * 2, _BACKOFF_CAP)
 
     @contextmanager
     def _write(self, conn: Connection | None, kind: str, key: object) -> Iterator[Connection]:
@@ -58,7 +99,7 @@ class StoreBase:
             if conn is not None:
                 yield conn
             else:
-                with self._writer.begin() as own:
+                with self.transaction() as own:
                     yield own
         except sa.exc.IntegrityError as exc:
             raise translate_integrity_error(exc, kind, str(key)) from exc

@@ -1,8 +1,11 @@
 """CA certificates and credential policies.
 
-A policy's current issuing CA is the ``cas`` row with kind ``issuing``, that
-``policy_id`` and state ``active``; rotation adds a ``successor`` and later flips
-states, so CAs are never updated in place except for their state.
+A policy's current issuing CA is the newest ``cas`` row with kind ``issuing``, that
+``policy_id`` and state ``active``; a rotation adds a newer active row and the older one
+is retired once drained (:mod:`certhub.issuer_lifecycle`), so CAs are never updated in
+place except for their state (and, when revoked, ``revoked_at``/``revocation_reason``,
+which the root's CRL lists). :meth:`PkiMixin.list_expiring_cas` reports trusted CAs
+nearing their notAfter.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from certhub.registry._base import StoreBase, record, update_one
+from certhub.registry._types import UTCDateTime
 from certhub.registry.errors import Conflict
 from certhub.registry.records import (
     CA_STATES,
@@ -28,10 +32,12 @@ from certhub.registry.records import (
     check_aware,
     check_choice,
 )
-from certhub.registry.schema import cas, policies
+from certhub.registry.schema import cas, certificates, policies
 
 __all__ = ["PkiMixin"]
 
+_LIVE = ("issued", "active", "superseded")
+_TRUSTED = ("active", "successor")
 _NEW_CA_FIELDS = (
     "namespace_id",
     "kind",
@@ -87,18 +93,29 @@ class PkiMixin(StoreBase):
             return [CaRecord(**row._mapping) for row in c.execute(stmt)]
 
     def set_ca_state(
-        self, ca_id: int, state: CaState, now: dt.datetime, conn: Connection | None = None
+        self,
+        ca_id: int,
+        state: CaState,
+        now: dt.datetime,
+        conn: Connection | None = None,
+        reason: str | None = None,
     ) -> CaRecord:
         """Change a CA's state; retiring or revoking records ``retired_at``.
 
-        Raises NotFound, or Conflict("invalid-transition") to leave ``revoked``.
+        Revoking also records ``revoked_at`` and ``revocation_reason`` (first time wins,
+        as for certificates). Raises NotFound, or Conflict("invalid-transition") to leave
+        ``revoked``.
         """
         check_choice("state", state, CA_STATES)
         check_aware("now", now)
+        at = sa.literal(now, UTCDateTime())
         values: dict[str, Any] = {"state": state}
         if state in ("retired", "revoked"):
-            values["retired_at"] = sa.func.coalesce(
-                cas.c.retired_at, sa.literal(now, cas.c.retired_at.type)
+            values["retired_at"] = sa.func.coalesce(cas.c.retired_at, at)
+        if state == "revoked":
+            values["revoked_at"] = sa.func.coalesce(cas.c.revoked_at, at)
+            values["revocation_reason"] = sa.func.coalesce(
+                cas.c.revocation_reason, sa.literal(reason, sa.String())
             )
         with self._write(conn, "ca", ca_id) as c:
             current = c.execute(sa.select(cas.c.state).where(cas.c.id == ca_id)).scalar()
@@ -106,6 +123,84 @@ class PkiMixin(StoreBase):
                 raise Conflict("ca", str(ca_id), "invalid-transition", f"revoked->{state}")
             row = update_one(c, cas, cas.c.id == ca_id, values, ("ca", str(ca_id)))
             return CaRecord(**row._mapping)
+
+    def revoke_certificates_issued_by(
+        self,
+        ca_ids: Sequence[int],
+        now: dt.datetime,
+        reason: str,
+        conn: Connection | None = None,
+    ) -> list[str]:
+        """Revoke every live (issued/active/superseded) certificate these CAs signed.
+
+        Returns the revoked serials, sorted. Each emits ``certificate.revoked``.
+        """
+        check_aware("now", now)
+        if not ca_ids:
+            return []
+        where = sa.and_(
+            certificates.c.issuer_ca_id.in_(list(ca_ids)), certificates.c.state.in_(_LIVE)
+        )
+        values = {"state": "revoked", "revoked_at": now, "revocation_reason": reason}
+        stmt = (
+            sa.update(certificates).where(where).values(values).returning(certificates.c.serial_hex)
+        )
+        with self._write(conn, "certificate", "*") as c:
+            return sorted(c.execute(stmt).scalars())
+
+    def drained_issuing_cas(
+        self, namespace_id: int, now: dt.datetime, conn: Connection | None = None
+    ) -> list[CaRecord]:
+        """Trusted (active/successor) issuing CAs with no live certificate valid after ``now``.
+
+        Candidates for retirement; the caller keeps the current issuer of each active
+        policy (see :meth:`certhub.authority.CertificateAuthorityService.retire_drained`).
+        """
+        check_aware("now", now)
+        live_leaf = (
+            sa.select(sa.literal(1))
+            .where(
+                certificates.c.issuer_ca_id == cas.c.id,
+                certificates.c.state.in_(_LIVE),
+                certificates.c.not_after > sa.literal(now, UTCDateTime()),
+            )
+            .exists()
+        )
+        stmt = (
+            sa.select(cas)
+            .where(
+                cas.c.namespace_id == namespace_id,
+                cas.c.kind == "issuing",
+                cas.c.state.in_(_TRUSTED),
+                ~live_leaf,
+            )
+            .order_by(cas.c.id)
+        )
+        with self._read(conn) as c:
+            return [CaRecord(**row._mapping) for row in c.execute(stmt)]
+
+    def list_expiring_cas(
+        self,
+        namespace_id: int,
+        now: dt.datetime,
+        within: dt.timedelta,
+        conn: Connection | None = None,
+    ) -> list[CaRecord]:
+        """Trusted (active/successor) CAs of any kind whose ``not_after`` is before
+        ``now + within``, soonest first (for metrics and the dashboard)."""
+        check_aware("now", now)
+        horizon = sa.literal(now + within, UTCDateTime())
+        stmt = (
+            sa.select(cas)
+            .where(
+                cas.c.namespace_id == namespace_id,
+                cas.c.state.in_(_TRUSTED),
+                cas.c.not_after < horizon,
+            )
+            .order_by(cas.c.not_after, cas.c.id)
+        )
+        with self._read(conn) as c:
+            return [CaRecord(**row._mapping) for row in c.execute(stmt)]
 
     def create_policy(
         self,

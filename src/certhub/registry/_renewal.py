@@ -28,11 +28,13 @@ from typing import Any, Literal, get_args
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from certhub.registry._audit import audit_params
 from certhub.registry._base import StoreBase
 from certhub.registry._events import events
 from certhub.registry._types import JSONType, UTCDateTime
 from certhub.registry.errors import Conflict, NotFound
 from certhub.registry.records import (
+    AuditEvent,
     CertificateRecord,
     DeviceRecord,
     NewOperation,
@@ -41,7 +43,14 @@ from certhub.registry.records import (
     TwinRecord,
     check_aware,
 )
-from certhub.registry.schema import certificates, credential_operations, devices, metadata, twins
+from certhub.registry.schema import (
+    audit_log,
+    certificates,
+    credential_operations,
+    devices,
+    metadata,
+    twins,
+)
 
 __all__ = [
     "RENEWAL_STATES",
@@ -123,6 +132,9 @@ class RenewalStatusRecord:
     alerted_state: str | None
     alerted_at: dt.datetime | None
     updated_at: dt.datetime
+    issued_at: dt.datetime | None = None
+    """When the certificate was signed (its ``created_at``); only
+    :meth:`RenewalMixin.renewal_windows_after` fills it in."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -260,8 +272,8 @@ class RenewalMixin(StoreBase):
 
         Only certificates of the same device issued *before* this one are superseded
         (a newer certificate whose response the device lost stays ``issued``). Returns
-        the certificate and the superseded serials. NotFound; Conflict if it is not
-        ``issued`` or ``active``.
+        the certificate and the superseded serials, and audits ``certificate.supersede``
+        when there are any. NotFound; Conflict if it is not ``issued`` or ``active``.
         """
         check_aware("now", now)
         at = sa.literal(now, UTCDateTime())
@@ -289,7 +301,19 @@ class RenewalMixin(StoreBase):
                 _C.c.created_at <= cert.created_at,
             )
             stmt = older.values(state="superseded").returning(_C.c.serial_hex)
-            return cert, sorted(c.execute(stmt).scalars())
+            superseded = sorted(c.execute(stmt).scalars())
+            if superseded:
+                event = AuditEvent(
+                    at=now,
+                    actor="hub",
+                    action="certificate.supersede",
+                    subject_type="device",
+                    subject_id=cert.device_id,
+                    reason=f"certificate {serial_hex} first used",
+                    details={"activated": serial_hex, "superseded": superseded},
+                )
+                c.execute(sa.insert(audit_log), audit_params(event))
+            return cert, superseded
 
     def successor_first_used_at(
         self, cert: CertificateRecord, conn: Connection | None = None
@@ -600,9 +624,15 @@ class RenewalMixin(StoreBase):
     def renewal_windows_after(
         self, now: dt.datetime, conn: Connection | None = None
     ) -> list[RenewalStatusRecord]:
-        """Rows whose window has not closed at ``now`` (``renew_before > now``)."""
+        """Rows whose window has not closed at ``now`` (``renew_before > now``), each with
+        its certificate's ``issued_at``."""
         check_aware("now", now)
-        stmt = sa.select(_R).where(_R.c.renew_before > now).order_by(_R.c.device_id)
+        stmt = (
+            sa.select(_R, _C.c.created_at.label("issued_at"))
+            .select_from(_R.outerjoin(_C, _C.c.serial_hex == _R.c.serial_hex))
+            .where(_R.c.renew_before > now)
+            .order_by(_R.c.device_id)
+        )
         with self._read(conn) as c:
             return [RenewalStatusRecord(**row._mapping) for row in c.execute(stmt)]
 

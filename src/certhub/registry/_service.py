@@ -75,12 +75,13 @@ _C = certificates
 _D = devices
 _R = renewal_status
 
-# Migration 0005 creates the query indexes (expressions must match the query compiler's
-# text; the PostgreSQL ones carry COLLATE "C"). Alembic reflects PostgreSQL index
-# expressions without their COLLATE clause and cannot reflect SQLite expression indexes
-# at all, so these declarations mirror what reflection sees: the head-versus-metadata
-# comparison then holds on both stores. ``ddl_if`` keeps them out of ``create_all``
-# on SQLite; the migration, not this metadata, is what builds the schema.
+# Migration 0005 creates the query indexes, 0009 rebuilds the validUntil one on SQLite
+# (expressions must match the query compiler's text; the PostgreSQL ones carry
+# COLLATE "C"). Alembic reflects PostgreSQL index expressions without their COLLATE
+# clause and cannot reflect SQLite expression indexes at all, so these declarations
+# mirror what reflection sees: the head-versus-metadata comparison then holds on both
+# stores. ``ddl_if`` keeps them out of ``create_all`` on SQLite; the migration, not this
+# metadata, is what builds the schema.
 QUERY_INDEXES: Final = (
     sa.Index(
         "ix_twins_reported_valid_until",
@@ -310,6 +311,71 @@ class ServiceMixin(AuditMixin, CertificateMixin, DeviceMixin):
         )
         self.append_audit(event, conn=conn)
         return device, serials
+
+    def update_device_audited(
+        self,
+        device: DeviceRecord,
+        expected_etag: str | None,
+        *,
+        now: dt.datetime,
+        actor: str,
+        conn: Connection | None = None,
+    ) -> DeviceRecord:
+        """:meth:`update_device`, plus an audit entry (``device.enable`` /
+        ``device.disable``, reason = status reason) when the status changes."""
+        if conn is None:
+            with self.transaction() as own:
+                return self.update_device_audited(
+                    device, expected_etag, now=now, actor=actor, conn=own
+                )
+        before = self.get_device(device.device_id, conn=conn)
+        updated = self.update_device(device, expected_etag, now=now, conn=conn)
+        if before is not None and before.status != updated.status:
+            action = "device.enable" if updated.status == "enabled" else "device.disable"
+            details = {"status": updated.status, "previous": before.status}
+            self.append_audit(
+                AuditEvent(
+                    at=now,
+                    actor=actor,
+                    action=action,
+                    subject_type="device",
+                    subject_id=device.device_id,
+                    reason=updated.status_reason,
+                    details=details,
+                ),
+                conn=conn,
+            )
+        return updated
+
+    def delete_device_audited(
+        self,
+        device_id: str,
+        expected_etag: str | None = None,
+        *,
+        now: dt.datetime,
+        actor: str,
+        reason: str | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """:meth:`delete_device` (identity and twin; certificates and audit stay) with a
+        ``device.delete`` audit entry, in one transaction. NotFound/EtagMismatch."""
+        if conn is None:
+            with self.transaction() as own:
+                self.delete_device_audited(
+                    device_id, expected_etag, now=now, actor=actor, reason=reason, conn=own
+                )
+                return
+        self.delete_device(device_id, expected_etag, conn=conn)
+        event = AuditEvent(
+            at=now,
+            actor=actor,
+            action="device.delete",
+            subject_type="device",
+            subject_id=device_id,
+            reason=reason,
+            details={},
+        )
+        self.append_audit(event, conn=conn)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:

@@ -162,6 +162,8 @@ class CaRecord:
     state: CaState
     created_at: dt.datetime
     retired_at: dt.datetime | None
+    revoked_at: dt.datetime | None = None
+    revocation_reason: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -98,6 +98,8 @@ cas = sa.Table(
     sa.Column("state", sa.String(), nullable=False),
     _ts("created_at"),
     _ts("retired_at", nullable=True),
+    _ts("revoked_at", nullable=True),  # 0007
+    sa.Column("revocation_reason", sa.String(), nullable=True),  # 0007
     sa.UniqueConstraint("sha256", name="uq_cas_sha256"),
     _choice("cas", "kind", r.CA_KINDS),
     _choice("cas", "state", r.CA_STATES),

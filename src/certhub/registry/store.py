@@ -26,6 +26,7 @@ from certhub.rand import Random, SystemRandom
 from certhub.registry._audit import AuditMixin
 from certhub.registry._base import record
 from certhub.registry._certificates import CertificateMixin
+from certhub.registry._crl import CrlMixin
 from certhub.registry._devices import DeviceMixin
 from certhub.registry._dps import DpsMixin
 from certhub.registry._enrollments import EnrollmentMixin
@@ -47,6 +48,7 @@ class Store(
     ServiceMixin,
     AuditMixin,
     CertificateMixin,
+    CrlMixin,
     DeviceMixin,
     DpsMixin,
     EnrollmentMixin,

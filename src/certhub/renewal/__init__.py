@@ -13,7 +13,7 @@ The desired property ``properties.desired.certificateRenewal`` =
 """
 
 from certhub.renewal.config import RenewalConfig
-from certhub.renewal.errors import RenewalError
+from certhub.renewal.errors import RenewalError, RenewalSettingInvalid
 from certhub.renewal.jobs import DetectionReport
 from certhub.renewal.service import Admission, CredentialsPublisher, RenewalService, Runner
 from certhub.renewal.twin import RENEWAL_PROPERTY
@@ -27,6 +27,7 @@ __all__ = [
     "RenewalConfig",
     "RenewalError",
     "RenewalService",
+    "RenewalSettingInvalid",
     "Runner",
     "Validity",
     "Window",

@@ -16,7 +16,12 @@
      ├── Throttled               429002  over the admission rate (``retry_after``)
      └── ServerError             500001  the store failed; retry (``retry_after``)
 
-They are values as much as exceptions: the service turns each into the error body of
+Configuration, not the wire, has its own small root::
+
+    RenewalSettingInvalid (ValueError)  a ``renewal.*`` setting of the store's ``settings``
+                                        table cannot be used (``key``, ``value``, ``reason``)
+
+The wire errors are values as much as exceptions: the service turns each into the error body of
 the wire protocol (:func:`certhub.renewal.wire.error_body`).
 """
 
@@ -32,6 +37,7 @@ __all__ = [
     "NotCertificateManaged",
     "OperationActive",
     "RenewalError",
+    "RenewalSettingInvalid",
     "ReplaceMismatch",
     "RequestInvalid",
     "ServerError",
@@ -136,3 +142,13 @@ class ServerError(RenewalError):
     """A transient failure (the store); retry after ``retry_after`` seconds."""
 
     error_code = 500001
+
+
+class RenewalSettingInvalid(ValueError):
+    """A ``renewal.*`` setting cannot be used: ``key``, the stored ``value``, ``reason``."""
+
+    def __init__(self, key: str, value: str, reason: str) -> None:
+        self.key = key
+        self.value = value
+        self.reason = reason
+        super().__init__(f"setting {key}={value!r}: {reason}")

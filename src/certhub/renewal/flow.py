@@ -16,14 +16,14 @@ response is kept and delivered on the device's next subscription all the same.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy.engine import Connection
 
-from certhub.authority import CertificateAuthorityService, IssueItem
+from certhub.authority import CertificateAuthorityService, IssueItem, SignedItem
 from certhub.pki import CsrRejected, IssuedLeaf, PkiError
 from certhub.registry import Store
 from certhub.registry._renewal import NewRenewalWindow, OperationFinish, RenewalStatusRecord
@@ -40,7 +40,8 @@ from certhub.renewal.errors import (
     ServerError,
 )
 from certhub.renewal.placer import WindowPlacer
-from certhub.renewal.window import Validity, Window
+from certhub.renewal.presign import issue_item, still_valid
+from certhub.renewal.window import Window, effective_validity
 from certhub.renewal.wire import certificate_body, csr_refused, error_body, wire_time
 
 __all__ = [
@@ -102,16 +103,23 @@ Admit = Callable[[str, StatusLookup], RenewalError | None]
 
 @dataclass(frozen=True, slots=True)
 class CertFacts:
-    """What window assignment needs of a certificate."""
+    """What window assignment needs of a certificate.
+
+    ``issued_at`` is when the server signed it (the store's ``created_at``): windows are
+    placed in the validity counted from there, not from the backdated notBefore.
+    """
 
     device_id: str
     serial_hex: str
     not_before: dt.datetime
     not_after: dt.datetime
+    issued_at: dt.datetime
 
     @classmethod
     def of(cls, cert: CertificateRecord) -> CertFacts:
-        return cls(cert.device_id, cert.serial_hex, cert.not_before, cert.not_after)
+        return cls(
+            cert.device_id, cert.serial_hex, cert.not_before, cert.not_after, cert.created_at
+        )
 
 
 def is_active(op: OperationRecord, now: dt.datetime) -> bool:
@@ -269,12 +277,14 @@ def issue(
     origin: str,
     conn: Connection,
     fresh: Collection[int] = (),
+    presigned: Mapping[int, SignedItem] | None = None,
 ) -> list[Finished]:
     """Issue the still-pending operations among ``operation_ids`` and store the results.
 
     An operation that already has a certificate (recorded before a crash) is completed
     with it, never signed again; ``fresh`` ones (accepted by this writer, so certainly
-    without one) skip that lookup.
+    without one) skip that lookup. ``presigned`` leaves (by operation id, signed before
+    the transaction, see :mod:`certhub.renewal.presign`) are recorded when still valid.
     """
     ops = store.lock_pending_operations(operation_ids, conn=conn)
     if not ops:
@@ -286,6 +296,8 @@ def issue(
     finishes: dict[int, OperationFinish] = {}
     certs: list[CertFacts] = []
     to_sign: list[tuple[OperationRecord, IssueItem]] = []
+    candidates: list[tuple[OperationRecord, str, SignedItem]] = []
+    presigned = presigned or {}
     for op in ops:
         cert = existing.get(op.id)
         if cert is not None:  # recorded before a crash: complete it, never sign again
@@ -296,13 +308,20 @@ def issue(
         elif (policy_name := policies[op.device_id]) is None:
             error = NotCertificateManaged("the device has no credential policy")
             finishes[op.id] = _failed(op, error, new_id, now)
+        elif (signed := presigned.get(op.id)) is not None:
+            candidates.append((op, policy_name, signed))
         else:
-            to_sign.append((op, _item(op, policy_name)))
-    results = authority.issue_batch([item for _, item in to_sign], conn=conn)
-    for (op, _), result in zip(to_sign, results, strict=True):
+            to_sign.append((op, issue_item(op, policy_name)))
+    good, again = still_valid(store, authority, candidates, conn=conn)
+    to_sign += [(op, issue_item(op, policy_name)) for op, policy_name in again]
+    # the pre-signed leaves first: the signing below then sees their keys as used
+    results = authority.record_batch([signed for _, signed in good], conn=conn)
+    results += authority.issue_batch([item for _, item in to_sign], conn=conn)
+    decided = [op for op, _ in good] + [op for op, _ in to_sign]
+    for op, result in zip(decided, results, strict=True):
         if isinstance(result, IssuedLeaf):
             finishes[op.id] = _completed(op, result.chain_der, result.serial_hex)
-            certs.append(CertFacts(op.device_id, result.serial_hex, *_times(result)))
+            certs.append(CertFacts(op.device_id, result.serial_hex, *_times(result), now))
         else:
             finishes[op.id] = _failed(op, _issue_error(result), new_id, now)
     store.finish_operations(list(finishes.values()), now, conn=conn)
@@ -315,17 +334,6 @@ def issue(
 
 def _times(leaf: IssuedLeaf) -> tuple[dt.datetime, dt.datetime]:
     return leaf.not_before, leaf.not_after
-
-
-def _item(op: OperationRecord, policy_name: str) -> IssueItem:
-    return IssueItem(
-        device_id=op.device_id,
-        csr_der=op.csr_der,
-        policy_name=policy_name,
-        requested_via="hub",
-        actor="hub",
-        operation_id=op.id,
-    )
 
 
 def _issue_error(exc: Exception) -> RenewalError:
@@ -377,11 +385,12 @@ def _chain_of(
 ) -> list[bytes]:
     issuer = store.get_ca(cert.issuer_ca_id)
     chain = [cert.cert_der]
-    for ca in (issuer, authority.root_ca()):
-        if ca is not None:
-            pem = x509.load_pem_x509_certificate(ca.cert_pem.encode())
-            chain.append(pem.public_bytes(Encoding.DER))
-    return chain
+    if issuer is None:
+        return chain
+    pem = x509.load_pem_x509_certificate(issuer.cert_pem.encode())
+    # the root that signed this issuer: after a root rotation two roots coexist
+    root = authority.root_certificate_of(issuer)
+    return [*chain, pem.public_bytes(Encoding.DER), root.public_bytes(Encoding.DER)]
 
 
 # -- windows and activation -------------------------------------------------------------------
@@ -412,7 +421,7 @@ def assign_windows(
         ):
             continue
         previous = None if status is None else Window(status.renew_after, status.renew_before)
-        validity = Validity(cert.not_before, cert.not_after)
+        validity = effective_validity(cert.not_before, cert.not_after, cert.issued_at)
         window = placer.place(validity, cert.device_id, now, previous)
         rows.append(_window_row(cert, window))
     store.put_renewal_windows(rows, now, conn=conn)

@@ -31,7 +31,7 @@ from certhub.renewal.alerts import WebhookNotifier, alert_payload
 from certhub.renewal.config import RenewalConfig
 from certhub.renewal.metrics import ALERTS, DEVICES
 from certhub.renewal.placer import WindowPlacer
-from certhub.renewal.window import Validity, Window, rebalance
+from certhub.renewal.window import Window, effective_validity, rebalance
 
 __all__ = ["DetectionReport", "RenewalJobs", "Runner"]
 
@@ -171,7 +171,7 @@ class RenewalJobs:
         entries = [
             (
                 r.device_id,
-                Validity(r.not_before, r.not_after),
+                effective_validity(r.not_before, r.not_after, r.issued_at),
                 Window(r.renew_after, r.renew_before),
             )
             for r in rows

@@ -6,7 +6,10 @@ afternoon, every validity period, forever. Each device is told a *window*
 a random point inside it, so the server controls the fleet's renewal rate by where it
 puts the windows:
 
-* the **band** is 75%-85% of the certificate's validity (configurable); a window is
+* the **band** is 75%-85% of the certificate's *effective* validity (configurable): from
+  when it was issued to its notAfter. notBefore is backdated for devices' clock skew
+  (5 minutes by default), so counting from it would put a 60-second certificate's
+  window in the past the moment it is issued; a window is
   ``width_fraction`` of the validity wide (default 2%, at least ``min_width_seconds``);
 * the device's **nominal** window starts at a point of the band given by a stable hash
   of its device id (the same device gets the same point every period);
@@ -40,6 +43,7 @@ __all__ = [
     "WindowPolicy",
     "bucket_of",
     "capacity_for",
+    "effective_validity",
     "expected_rate_peak",
     "fleet_histogram",
     "nominal_window",
@@ -92,6 +96,19 @@ class Validity:
     def at(self, fraction: float) -> dt.datetime:
         """The instant ``fraction`` of the way through the validity."""
         return self.not_before + dt.timedelta(seconds=self.seconds * fraction)
+
+
+def effective_validity(
+    not_before: dt.datetime, not_after: dt.datetime, issued_at: dt.datetime | None
+) -> Validity:
+    """The validity windows are placed in: from ``issued_at`` (when the server signed the
+    certificate, kept in the store) to ``not_after``. notBefore is backdated for clock
+    skew and says nothing about when the certificate began to be used. Without
+    ``issued_at`` (unknown) the full validity is used; a value outside the validity
+    is clamped into it."""
+    if issued_at is None:
+        return Validity(not_before, not_after)
+    return Validity(min(max(issued_at, not_before), not_after), not_after)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,11 @@ the writer takes whatever is queued (up to ``max_batch``) and runs ONE transacti
 3. accepts of the new requests (:func:`~certhub.renewal.flow.accept`) and first-use
    activations.
 
+Before each turn's transaction begins, the writer signs the operations it carries from
+the previous turn (:func:`~certhub.renewal.presign.presign`, no lock held); the
+transaction re-checks and records those leaves, so the write lock is held for reads and
+writes only, not for signing.
+
 After the commit the issued operations' final responses go out and the new ones get
 their 202 — a 202 is only ever sent for an operation that is stored. A request is
 thus answered within two turns; a turn with accepted operations is followed at once by
@@ -29,15 +34,16 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from certhub.authority import CertificateAuthorityService
+from certhub.authority import CertificateAuthorityService, SignedItem
 from certhub.clock import Clock
 from certhub.registry import Store
 from certhub.registry.errors import AlreadyExists, StoreError
-from certhub.registry.records import CertificateRecord
+from certhub.registry.records import CertificateRecord, OperationRecord
 from certhub.renewal import flow
 from certhub.renewal.config import RenewalConfig
 from certhub.renewal.flow import Accepted, Admit, Finished, Outcome, Submission
 from certhub.renewal.placer import WindowPlacer
+from certhub.renewal.presign import presign
 
 __all__ = ["AcceptResult", "RenewalWriter"]
 
@@ -114,6 +120,8 @@ class RenewalWriter:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="certhub-renewal", daemon=True)
         self._closed = False
+        self._carried: dict[int, OperationRecord] = {}
+        """The operations accepted in the last turn (signed before the next one)."""
         self._thread.start()
 
     # -- submitting --------------------------------------------------------------------------
@@ -195,9 +203,11 @@ class RenewalWriter:
         marks = [j.operation_id for j in batch if isinstance(j, _Delivered)]
         issues = [j for j in batch if isinstance(j, _Issue)]
         ids = [*carry, *(job.operation_id for job in issues)]
+        presigned = self._presign([self._carried[i] for i in carry if i in self._carried])
+        self._carried = {}
         try:
             finished, outcomes, activated = self._with_retry(
-                lambda: self._transaction(ids, set(carry), accepts, activations, marks)
+                lambda: self._transaction(ids, set(carry), accepts, activations, marks, presigned)
             )
         except Exception as exc:
             log.exception("renewal transaction failed (accepted operations stay pending)")
@@ -212,6 +222,7 @@ class RenewalWriter:
             final: Future[Finished] | None = None
             if isinstance(outcome, Accepted):
                 final = next_carry[outcome.operation.id] = Future()
+                self._carried[outcome.operation.id] = outcome.operation
             _settle(job.future, AcceptResult(outcome, final))
         for act, result in zip(activations, activated, strict=True):
             if isinstance(result, BaseException):
@@ -233,6 +244,13 @@ class RenewalWriter:
         for job in issues:
             _settle(job.future, by_id.get(job.operation_id))
 
+    def _presign(self, ops: list[OperationRecord]) -> dict[int, SignedItem]:
+        try:
+            return presign(self._store, self._authority, ops)
+        except Exception:  # only an optimisation: the transaction signs what is left
+            log.exception("signing before the renewal transaction failed")
+            return {}
+
     def _with_retry(self, step: Callable[[], T]) -> T:
         try:
             return step()
@@ -246,6 +264,7 @@ class RenewalWriter:
         accepts: list[_Accept],
         activations: list[_Activate],
         marks: list[int],
+        presigned: dict[int, SignedItem],
     ) -> tuple[list[Finished], list[Outcome], list[Any]]:
         now = self._clock.now()
         store, config = self._store, self._config
@@ -261,6 +280,7 @@ class RenewalWriter:
                 origin=config.origin,
                 conn=conn,
                 fresh=fresh,
+                presigned=presigned,
             )
             outcomes: list[Outcome] = []
             if accepts:

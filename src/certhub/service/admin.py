@@ -6,8 +6,14 @@ treat it as an administrator's policy); writes need ``iothubowner``. Lists are p
 the body is ``{"items": [...], "next": "<cursor>" | null}``.
 
 * ``GET /namespaces[/{name}]``
-* ``GET|POST /policies``, ``GET /policies/{name}``, ``POST /policies/{name}/revoke-issuer``
-  (501 until policy revocation lands)
+* ``GET|POST /policies``, ``GET /policies/{name}``, ``DELETE /policies/{name}``
+  ``{"reason"}`` (no new issuance; its certificates work until they expire),
+  ``POST /policies/{name}/revoke-issuer`` ``{"reason"}`` (new issuing CA; the old one and
+  its certificates revoked) and ``POST /policies/{name}/rotate-issuer`` ``{"reason"}``
+  (planned: successor CA issues at once, the old one is trusted until it drains) — see
+  :mod:`certhub.issuer_lifecycle`
+* ``POST /namespaces/{name}/rotate-root`` ``{"reason"}`` — overlap rotation of the root
+* ``GET /cas?expiringWithin=30d`` — trusted CAs (optionally only those expiring soon)
 * enrollments: see :mod:`certhub.service.admin_enrollments`
 * ``GET /certificates?deviceId=&state=&expiringBefore=`` — ``state`` is a stored state
   (issued, active, superseded, revoked, expired) or a lifecycle phase (healthy,
@@ -18,7 +24,8 @@ the body is ``{"items": [...], "next": "<cursor>" | null}``.
   :mod:`certhub.registry._service`)
 * ``POST /devices/{id}/revoke`` ``{"reason", "disable"}`` — rotate the revocation id,
   revoke the device's certificates, audit; the hub closes the live session
-* ``GET /audit?subjectType=&subjectId=`` — the audit log, newest first (read-only)
+* ``GET /audit?subjectType=&subjectId=&action=&since=`` — the audit log, newest first
+  (read-only; ``action`` may be a prefix ending in ``*``)
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from certhub.issuer_lifecycle import IssuerChange, IssuerLifecycle
 from certhub.pki import KeyType, LeafPolicy, PolicyError, parse_duration
 from certhub.query import format_timestamp
 from certhub.registry import errors as store_errors
@@ -43,6 +51,7 @@ from certhub.registry._service import (
 from certhub.registry.records import (
     CERTIFICATE_STATES,
     AuditRecord,
+    CaRecord,
     NamespaceRecord,
     PolicyRecord,
 )
@@ -52,7 +61,14 @@ from certhub.service.context import ServiceContext, ServiceRoute, guard
 from certhub.service.devices import DeviceIdPath
 from certhub.service.errors import AlreadyExists, BadRequest, NotFound, NotImplementedYet
 
-__all__ = ["ADMIN_PREFIX", "admin_router", "certificate_json", "policy_json"]
+__all__ = [
+    "ADMIN_PREFIX",
+    "admin_router",
+    "ca_json",
+    "certificate_json",
+    "issuer_change_json",
+    "policy_json",
+]
 
 ADMIN_PREFIX = "/certhub/v1"
 Limit = Query(100, ge=1, le=1000, description="Page size.")
@@ -154,6 +170,41 @@ class PolicyIn(BaseModel):
     caKeyType: str = Field(default="p256", max_length=16)
 
 
+class ReasonIn(BaseModel):
+    """An operator action on a policy: the reason is recorded in the audit log."""
+
+    model_config = ConfigDict(extra="ignore")
+    reason: str | None = Field(default=None, min_length=1, max_length=512)
+
+
+def ca_json(c: CaRecord) -> dict[str, Any]:
+    """A CA as the admin API and the CLI show it."""
+    return {
+        "id": c.id,
+        "kind": c.kind,
+        "subject": c.subject,
+        "serialNumber": c.serial_hex,
+        "sha256": c.sha256,
+        "policyId": c.policy_id,
+        "state": c.state,
+        "notBefore": _ts(c.not_before),
+        "notAfter": _ts(c.not_after),
+        "retiredAt": _ts(c.retired_at),
+        "revokedAt": _ts(c.revoked_at),
+        "revocationReason": c.revocation_reason,
+    }
+
+
+def issuer_change_json(change: IssuerChange) -> dict[str, Any]:
+    """What revoke-issuer / rotate-issuer did."""
+    return {
+        "policy": change.policy.name,
+        "issuingCa": ca_json(change.new_ca),
+        "previousCas": [ca_json(c) for c in change.previous],
+        "revokedCertificates": len(change.revoked_serials),
+    }
+
+
 class RevokeIn(BaseModel):
     """Revoke a device: the reason is recorded; ``disable`` also disables it."""
 
@@ -244,12 +295,78 @@ def admin_router(ctx: ServiceContext) -> APIRouter:
             ) from exc
         return JSONResponse(policy_json(record), status_code=201)
 
-    @router.post("/policies/{name}/revoke-issuer", dependencies=[write], summary="(later)")
-    async def revoke_issuer(name: str) -> JSONResponse:
-        raise NotImplementedYet(
-            "revoking a policy's issuing CA is planned for the policy-revocation issue",
-            reason="not-implemented",
+    def lifecycle() -> IssuerLifecycle:
+        if ctx.authority is None:
+            raise NotImplementedYet("this server has no authority", reason="no-authority")
+        return IssuerLifecycle(ctx.authority)
+
+    async def policy_action(name: str, action: Any) -> Any:
+        try:
+            return await ctx.call(action)
+        except store_errors.NotFound as exc:
+            raise NotFound(
+                f"no active policy named {name!r}", reason="not-found", code="NotFound"
+            ) from exc
+
+    @router.post(
+        "/policies/{name}/revoke-issuer", dependencies=[write], summary="Revoke a policy's issuer"
+    )
+    async def revoke_issuer(name: str, body: ReasonIn | None = Body(None)) -> JSONResponse:
+        lc, reason = lifecycle(), (body.reason if body else None)
+        kwargs = {"reason": reason} if reason else {}
+        change = await policy_action(
+            name, lambda: lc.revoke_issuer(name, actor="admin-api", **kwargs)
         )
+        return JSONResponse(issuer_change_json(change))
+
+    @router.post(
+        "/policies/{name}/rotate-issuer", dependencies=[write], summary="Rotate a policy's issuer"
+    )
+    async def rotate_issuer(name: str, body: ReasonIn | None = Body(None)) -> JSONResponse:
+        lc, reason = lifecycle(), (body.reason if body else None)
+        change = await policy_action(
+            name, lambda: lc.rotate_issuer(name, actor="admin-api", reason=reason)
+        )
+        return JSONResponse(issuer_change_json(change))
+
+    @router.delete("/policies/{name}", dependencies=[write], summary="Delete a policy")
+    async def delete_policy(name: str, body: ReasonIn | None = Body(None)) -> JSONResponse:
+        lc, reason = lifecycle(), (body.reason if body else None)
+        record = await policy_action(
+            name, lambda: lc.delete_policy(name, actor="admin-api", reason=reason)
+        )
+        return JSONResponse(policy_json(record))
+
+    @router.post(
+        "/namespaces/{name}/rotate-root", dependencies=[write], summary="Rotate the root CA"
+    )
+    async def rotate_root(name: str, body: ReasonIn | None = Body(None)) -> JSONResponse:
+        if name != ctx.namespace:
+            raise NotFound(f"namespace {name!r} not found", reason="not-found", code="NotFound")
+        lc, reason = lifecycle(), (body.reason if body else None)
+        rotation = await ctx.call(lambda: lc.rotate_root(actor="admin-api", reason=reason))
+        return JSONResponse(
+            {
+                "root": ca_json(rotation.new_root),
+                "previousRoots": [ca_json(c) for c in rotation.previous],
+                "issuingCas": [ca_json(c) for c in rotation.issuers],
+            }
+        )
+
+    @router.get("/cas", dependencies=[read], summary="CAs (optionally: expiring soon)")
+    async def list_cas(
+        expiringWithin: str | None = Query(None, max_length=16, description="e.g. 30d"),
+    ) -> JSONResponse:
+        ns_id = await namespace_id()
+        if expiringWithin is None:
+            items = await ctx.call(store.list_cas, ns_id)
+        else:
+            try:
+                within = parse_duration(expiringWithin)
+            except (PolicyError, ValueError) as exc:
+                raise BadRequest(f"expiringWithin: {exc}", reason="invalid-duration") from exc
+            items = await ctx.call(lambda: store.list_expiring_cas(ns_id, ctx.clock.now(), within))
+        return JSONResponse({"items": [ca_json(c) for c in items], "next": None})
 
     @router.get("/certificates", dependencies=[read], summary="Certificate inventory")
     async def list_certificates(
@@ -339,8 +456,18 @@ def admin_router(ctx: ServiceContext) -> APIRouter:
         cursor: int | None = Query(
             None, ge=1, le=2**63 - 1, description="`next` of the previous page."
         ),
+        action: str | None = Query(
+            None, max_length=128, description="An action, or a prefix ending in `*`."
+        ),
+        since: dt.datetime | None = Query(None, description="Entries at or after this time."),
     ) -> JSONResponse:
-        items = await ctx.call(lambda: store.list_audit(subjectType, subjectId, limit + 1, cursor))
+        if since is not None and since.tzinfo is None:
+            since = since.replace(tzinfo=dt.UTC)
+        items = await ctx.call(
+            lambda: store.list_audit(
+                subjectType, subjectId, limit + 1, cursor, action=action, since=since
+            )
+        )
         return _page([audit_json(a) for a in items], limit, "id")
 
     router.include_router(enrollments_router(ctx))

@@ -221,7 +221,9 @@ async def update_device(
         **_credentials(body, ctx),
     )
     return await ctx.call(
-        lambda: ctx.store.update_device(changed, etag, now=ctx.clock.now()),
+        lambda: ctx.store.update_device_audited(
+            changed, etag, now=ctx.clock.now(), actor="service-api"
+        ),
     )
 
 
@@ -261,7 +263,11 @@ def devices_router(ctx: ServiceContext) -> APIRouter:
         id: str = DeviceIdPath, match: str | None = Header(None, alias="If-Match")
     ) -> Response:
         await require_device(ctx, id)
-        await ctx.call(ctx.store.delete_device, id, if_match(match))
+        await ctx.call(
+            lambda: ctx.store.delete_device_audited(
+                id, if_match(match), now=ctx.clock.now(), actor="service-api"
+            )
+        )
         return Response(status_code=204)
 
     return router

@@ -92,8 +92,9 @@ class HttpsServer:
         port: int,
         ssl_context: ssl.SSLContext,
         log_level: str = "warning",
+        reuse_port: bool = False,
     ) -> None:
-        self._sock = socket.create_server((host, port), reuse_port=False)
+        self._sock = socket.create_server((host, port), reuse_port=reuse_port)
         self._sock.setblocking(False)
         self.host = host
         self.port = int(self._sock.getsockname()[1])

@@ -2,7 +2,8 @@
 
 :func:`run_demo` initialises (or reuses) a data directory in the development profile,
 creates a short development policy and an enrollment group, starts the server
-in-process (:class:`~certhub.sim.target.EmbeddedServer`), prints the connection facts,
+in-process (:class:`~certhub.sim.target.EmbeddedServer`, with its HTTPS side), prints the
+connection facts (including the dashboard's URL and token),
 runs the fleet, and on the way revokes a few devices (they recover through DPS) and
 disables a few (they stay out). It returns a :class:`DemoOutcome`; the summary says
 whether every path was handled.
@@ -29,6 +30,7 @@ from certhub.sim.runner import RunResult, run_fleet, sigint_sets
 from certhub.sim.stats import FleetStats
 from certhub.sim.target import (
     EmbeddedServer,
+    dashboard_login,
     disable_device,
     enable_device,
     prepare_target,
@@ -49,6 +51,8 @@ class DemoOptions:
     validity: float = 120.0
     backdate: float = 10.0
     port: int = 8883
+    https_port: int = 8443
+    """HTTPS side (service API, dashboard, ``/metrics``); 0 picks a free port."""
     revoke: int = 3
     disable: int = 3
     ramp: float = 50.0
@@ -105,7 +109,9 @@ class DemoOutcome:
         }
 
 
-def _facts(init: InitResult, target: Target, policy: str) -> Table:
+def _facts(
+    init: InitResult, target: Target, policy: str, dashboard: tuple[str, str] | None = None
+) -> Table:
     table = Table(title="certhub demo — connection facts", show_header=False)
     table.add_column(style="bold")
     table.add_column()
@@ -115,6 +121,14 @@ def _facts(init: InitResult, target: Target, policy: str) -> Table:
     table.add_row("enrollment group", f"{policy}-group (key {target.group_key})")
     table.add_row("trust anchor", str(target.trust_anchor))
     table.add_row("service connection string", init.service_connection_string)
+    if dashboard is not None:
+        url, token = dashboard
+        table.add_row("dashboard", f"[bold cyan]{url}[/] (self-signed TLS: trust anchor above)")
+        table.add_row(
+            "dashboard login",
+            f"none needed on this machine (development profile on loopback); token: {token}",
+        )
+        table.add_row("metrics", url.replace("/dashboard/", "/metrics"))
     return table
 
 
@@ -160,12 +174,19 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoOutcome:
         validity=options.validity,
         backdate=options.backdate,
     )
-    server = EmbeddedServer(options.data_dir, database_url=options.database_url, port=options.port)
+    server = EmbeddedServer(
+        options.data_dir,
+        database_url=options.database_url,
+        port=options.port,
+        https_port=options.https_port,
+    )
     await asyncio.to_thread(server.start)
     try:
         target = dataclasses.replace(target, host="127.0.0.1", port=server.address[1])
         policy = f"sim-{options.validity:g}s-bd{options.backdate:g}s"
-        console.print(_facts(init, target, policy))
+        https = server.https_address
+        login = None if https is None else dashboard_login(server.store, "127.0.0.1", https[1])
+        console.print(_facts(init, target, policy, login))
         with tempfile.TemporaryDirectory(prefix="certhub-demo-") as tmp:
             outcome = await _run(server, target, options, console, Path(tmp))
         console.print(summary_table(outcome.result.figures(), outcome.summary_rows()))

@@ -6,6 +6,16 @@ renews before expiry. All agents share one :class:`~certhub.agent.TlsTransport` 
 loop; no thread per device. Devices start gradually (``ramp`` per second) so the server
 is not flooded; ``dps_share`` of them renew through DPS instead of the hub.
 
+Why the start is also bounded by ``max_provisioning`` (devices started but not yet
+provisioned): a renewal falls due a fixed share of a certificate's validity after its
+issue, so the fleet renews the way it was provisioned. Started faster than DPS can
+sign, devices queue, the backlog clears in a burst, and the whole fleet then falls due
+together every period. Bounding what is in flight makes the start follow DPS's pace
+(Little's law: rate = in flight / provisioning time), so issue times — and every later
+renewal — stay spread out. The agents then renew at a uniformly random point of the
+server's renewal window (or at 80 % ± 5 % of the validity without one), which keeps
+them spread.
+
 ::
 
     target = Target(host="127.0.0.1", port=8883, hub_host="localhost", id_scope=…,
@@ -29,6 +39,8 @@ from certhub.agent import Agent, AgentConfig, ExitCode, TlsTransport, parse_conf
 
 __all__ = ["Fleet", "FleetSpec", "Target", "device_ids"]
 
+_PACE_POLL = 0.05  # seconds between looks at the provisioning count while paced
+
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
@@ -51,7 +63,11 @@ class FleetSpec:
     devices: int
     prefix: str = "sim"
     ramp: float = 50.0
-    """Devices started per second."""
+    """Devices started per second (at most)."""
+    max_provisioning: int | None = 40
+    """Devices started but not yet provisioned, at most (None: no bound)."""
+    stall_seconds: float = 30.0
+    """Start the next device anyway after waiting this long for one to provision."""
     dps_share: float = 0.0
     """Share of the devices that renew through DPS (the rest through the hub)."""
     retry_initial: str = "1s"
@@ -84,6 +100,8 @@ class Fleet:
         self.agents: dict[str, Agent] = {}
         self.tasks: dict[str, asyncio.Task[ExitCode]] = {}
         self.on_start: Callable[[str], None] = lambda _device: None
+        self.provisioned: Callable[[], int] = lambda: len(self.agents)
+        """How many devices have provisioned (set by the runner from its statistics)."""
 
     def config(self, index: int, device_id: str) -> AgentConfig:
         """The agent configuration of one device."""
@@ -143,6 +161,7 @@ class Fleet:
         loop = asyncio.get_running_loop()
         began = loop.time()
         for index, device_id in enumerate(self.ids):
+            await self._room_to_start(index, stop)
             if stop.is_set():
                 return
             self.state_root.joinpath(device_id).mkdir(parents=True, exist_ok=True)
@@ -153,6 +172,19 @@ class Fleet:
             delay = began + (index + 1) * interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
+
+    async def _room_to_start(self, started: int, stop: asyncio.Event) -> None:
+        """Wait until fewer than ``max_provisioning`` devices are provisioning (or the
+        wait stalled for ``stall_seconds``, or ``stop`` is set)."""
+        cap = self.spec.max_provisioning
+        if cap is None:
+            return
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.spec.stall_seconds
+        while started - self.provisioned() >= cap and loop.time() < give_up:
+            if stop.is_set():
+                return
+            await asyncio.sleep(_PACE_POLL)
 
     async def stop_all(self, timeout: float = 30.0) -> dict[str, ExitCode | None]:
         """Stop every agent and wait for it (None: it did not end in time or failed)."""

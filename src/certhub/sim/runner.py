@@ -111,6 +111,7 @@ async def run_fleet(
     stop = stop or asyncio.Event()
     stats = stats or FleetStats()
     fleet.on_start = lambda _device: setattr(stats, "started", stats.started + 1)
+    fleet.provisioned = lambda: stats.provisioned
     began = time.monotonic()
 
     def elapsed() -> float:

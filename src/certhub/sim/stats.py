@@ -63,6 +63,8 @@ class FleetStats(logging.Handler):
         self.failures: Counter[str] = Counter()
         self.latencies: list[float] = []
         self.started = 0
+        self.provisioned = 0
+        """Devices that have provisioned (kept up to date for the fleet's pacing)."""
 
     def device(self, device_id: str) -> DeviceStats:
         """The record of ``device_id`` (created on first use)."""
@@ -110,6 +112,7 @@ class FleetStats(logging.Handler):
     def _activated(self, dev: DeviceStats, now: float) -> None:
         if not dev.provisioned:
             dev.provisioned = True
+            self.provisioned += 1
         elif dev.recovering:
             dev.recoveries += 1
         else:

@@ -4,7 +4,9 @@
   policy with the wanted validity and a small backdate exists, and an enrollment group
   issuing under it; returns the :class:`~certhub.sim.fleet.Target` the fleet connects to.
 * :class:`EmbeddedServer` — a :class:`certhub.app.Server` on its own event loop in a
-  background thread (``certhub demo`` runs the server in-process).
+  background thread (``certhub demo`` runs the server in-process, with its HTTPS side:
+  service API, dashboard, metrics).
+* :func:`dashboard_login` — the dashboard URL and token of a running embedded server.
 * :func:`revoke_device`, :func:`disable_device` — what an operator does to a device.
 """
 
@@ -34,6 +36,7 @@ from certhub.sim.fleet import Target
 
 __all__ = [
     "EmbeddedServer",
+    "dashboard_login",
     "disable_device",
     "enable_device",
     "prepare_target",
@@ -118,9 +121,14 @@ class EmbeddedServer:
         database_url: str | None = None,
         bind: str = "127.0.0.1",
         port: int = 8883,
+        https_port: int | None = None,
     ) -> None:
         config = ServerConfig(
-            data_dir=data_dir, database_url=database_url, bind=bind, mqtt_port=port
+            data_dir=data_dir,
+            database_url=database_url,
+            bind=bind,
+            mqtt_port=port,
+            https_port=https_port,
         )
         self.server = Server(config)
         self.loop = new_event_loop()
@@ -132,6 +140,11 @@ class EmbeddedServer:
     def address(self) -> tuple[str, int]:
         """Where the MQTT/TLS listener is bound."""
         return self.server.mqtt_address
+
+    @property
+    def https_address(self) -> tuple[str, int] | None:
+        """Where the HTTPS side (service API, dashboard, metrics) is bound, if it runs."""
+        return None if self.server.https_port is None else self.server.https_address
 
     @property
     def store(self) -> Store:
@@ -197,3 +210,12 @@ def enable_device(store: Store, device_id: str, now: dt.datetime) -> bool:
         return False
     store.update_device(dataclasses.replace(device, status="enabled"), None, now=now)
     return True
+
+
+def dashboard_login(store: Store, host: str, https_port: int) -> tuple[str, str]:
+    """The dashboard's URL and its token (derived from the ``iothubowner`` key)."""
+    from certhub.bootstrap import service_keys
+    from certhub.dashboard import dashboard_token
+
+    key = service_keys(store)["iothubowner"]["primaryKey"]
+    return f"https://{host}:{https_port}/dashboard/", dashboard_token(key)

@@ -112,3 +112,29 @@ def test_demo_short_run(tmp_path: Path) -> None:
     assert report["revoked"] == {"devices": ["demo-0000"], "recovered": ["demo-0000"]}
     assert report["disabled"] == {"devices": ["demo-0001"], "kept_out": ["demo-0001"]}
     assert report["figures"]["provisioned"] == 6 and report["figures"]["expiries"] == 0
+
+
+def test_demo_prints_the_connection_string_with_the_port_it_serves() -> None:
+    from certhub.bootstrap import InitResult
+    from certhub.sim.demo import _connection_string
+
+    init = InitResult(
+        data_dir="d",
+        database_url="sqlite://",
+        namespace="default",
+        id_scope="0ne1",
+        hub_host="localhost",
+        mqtt_port=8883,
+        https_port=8443,
+        enrollment_group="default",
+        group_primary_key="k",
+        trust_anchor="t.pem",
+        service_connection_string="HostName=localhost:8443;SharedAccessKeyName=iothubowner;"
+        "SharedAccessKey=abc=",
+        development=True,
+        created=True,
+    )
+    assert _connection_string(init, 40123) == (
+        "HostName=localhost:40123;SharedAccessKeyName=iothubowner;SharedAccessKey=abc="
+    )
+    assert _connection_string(init, None) == init.service_connection_string

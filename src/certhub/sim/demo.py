@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,18 +110,33 @@ class DemoOutcome:
         }
 
 
+def _connection_string(init: InitResult, https_port: int | None) -> str:
+    """The iothubowner connection string with the port the server really listens on."""
+    if https_port is None:
+        return init.service_connection_string
+    return re.sub(
+        r"^HostName=([^;:]+)(:\d+)?;",
+        lambda m: f"HostName={m.group(1)}:{https_port};",
+        init.service_connection_string,
+    )
+
+
 def _facts(
-    init: InitResult, target: Target, policy: str, dashboard: tuple[str, str] | None = None
+    init: InitResult,
+    target: Target,
+    policy: str,
+    dashboard: tuple[str, str] | None = None,
+    https_port: int | None = None,
 ) -> Table:
     table = Table(title="certhub demo — connection facts", show_header=False)
     table.add_column(style="bold")
-    table.add_column()
+    table.add_column(overflow="fold")  # wrap long values (keys, URLs), never cut them
     table.add_row("data directory", f"{init.data_dir} ({init.database_url})")
     table.add_row("MQTT/TLS (hub + DPS)", f"{target.host}:{target.port}, hub host {init.hub_host}")
     table.add_row("ID scope", init.id_scope)
     table.add_row("enrollment group", f"{policy}-group (key {target.group_key})")
     table.add_row("trust anchor", str(target.trust_anchor))
-    table.add_row("service connection string", init.service_connection_string)
+    table.add_row("service connection string", _connection_string(init, https_port))
     if dashboard is not None:
         url, token = dashboard
         table.add_row("dashboard", f"[bold cyan]{url}[/] (self-signed TLS: trust anchor above)")
@@ -186,7 +202,7 @@ async def run_demo(options: DemoOptions, console: Console) -> DemoOutcome:
         policy = f"sim-{options.validity:g}s-bd{options.backdate:g}s"
         https = server.https_address
         login = None if https is None else dashboard_login(server.store, "127.0.0.1", https[1])
-        console.print(_facts(init, target, policy, login))
+        console.print(_facts(init, target, policy, login, None if https is None else https[1]))
         with tempfile.TemporaryDirectory(prefix="certhub-demo-") as tmp:
             outcome = await _run(server, target, options, console, Path(tmp))
         console.print(summary_table(outcome.result.figures(), outcome.summary_rows()))

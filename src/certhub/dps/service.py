@@ -281,7 +281,9 @@ class ProvisioningService:
     def _writer_for(self) -> BatchWriter[_Job, str]:
         with self._lock:
             if self._writer is None:
-                self._writer = BatchWriter(self.store, self._write, prepare=self._presign)
+                self._writer = BatchWriter(
+                    self.store, self._write, prepare=self._presign, name="certhub-dps-writer"
+                )
             return self._writer
 
     @staticmethod

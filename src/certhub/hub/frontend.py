@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, S
 from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 
 from certhub.clock import Clock
 from certhub.hub import storage
@@ -49,10 +50,13 @@ from certhub.mqtt import Connect, ConnectReturnCode, Publish, parse_property_bag
 from certhub.rand import Random
 from certhub.registry import NotFound, Store
 from certhub.registry._events import EventRecord
+from certhub.registry.group_commit import BatchWriter
 from certhub.registry.records import ConnectionState, DeviceRecord
 from certhub.registry.schema import devices as devices_table
 
 __all__ = ["HubFrontend", "Runner"]
+
+_Reported = tuple[str, Mapping[str, Any], dt.datetime]  # device, patch, at
 
 log = logging.getLogger("certhub.hub")
 
@@ -123,6 +127,7 @@ class HubFrontend:
         self._c2d_ttl = c2d_ttl
         self._presence: dict[str, tuple[ConnectionState, dt.datetime]] = {}
         self._presence_task: asyncio.Task[None] | None = None
+        self._reported: BatchWriter[_Reported, int] | None = None
         self._changed_at: dict[str, float] = {}  # device -> loop time of a closing event
         self.devices = DeviceCache(device_cache_ttl)
         self.credentials = credentials
@@ -157,6 +162,9 @@ class HubFrontend:
             await asyncio.gather(self._presence_task, return_exceptions=True)
             self._presence_task = None
         await self._flush_presence()
+        if self._reported is not None:
+            writer, self._reported = self._reported, None
+            await self.run(writer.close)
 
     async def reload_issuers(self) -> None:
         """Re-read the policy issuing CAs; close sessions whose issuer is no longer live."""
@@ -410,10 +418,18 @@ class HubFrontend:
         return await self.run(storage.device_twin, self.store, device_id)
 
     async def patch_reported(self, device_id: str, patch: Mapping[str, Any]) -> int:
-        """Merge a reported patch; the new reported version."""
-        return await self.run(
-            storage.patch_reported, self.store, device_id, patch, self.clock.now()
-        )
+        """Merge a reported patch; the new reported version (group-committed with the
+        patches of other devices that arrive meanwhile: one transaction, one fsync)."""
+        return await self._reported_writer().run((device_id, patch, self.clock.now()))
+
+    def _reported_writer(self) -> BatchWriter[_Reported, int]:
+        if self._reported is None:
+            self._reported = BatchWriter(self.store, self._write_reported, name="certhub-reported")
+        return self._reported
+
+    def _write_reported(self, conn: Connection, item: _Reported) -> int:
+        device_id, patch, now = item
+        return storage.patch_reported(self.store, device_id, patch, now, conn)
 
     def queue_c2d(self, device_id: str, topic: str, body: bytes) -> bool:
         """Deliver now if the device listens, else keep it (bounded, with a TTL)."""

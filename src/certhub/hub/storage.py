@@ -12,6 +12,8 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from certhub.hub import twin as rules
 from certhub.hub.errors import DeviceNotFound
 from certhub.registry import NotFound, Store
@@ -63,19 +65,30 @@ def service_twin(store: Store, device_id: str) -> dict[str, Any]:
     }
 
 
-def patch_reported(store: Store, device_id: str, patch: Mapping[str, Any], now: dt.datetime) -> int:
-    """Merge a device's reported patch; returns the new reported version."""
-    with store.transaction() as conn:
-        twin = _twin(store, device_id, conn=conn, for_update=True)
-        update = rules.apply_patch(twin.reported, twin.metadata.get("reported", {}), patch, now=now)
-        record = store.replace_twin_sections(
-            device_id,
-            now=now,
-            reported=update.section,
-            reported_metadata=update.metadata,
-            conn=conn,
-        )
-        return record.reported_version
+def patch_reported(
+    store: Store,
+    device_id: str,
+    patch: Mapping[str, Any],
+    now: dt.datetime,
+    conn: Connection | None = None,
+) -> int:
+    """Merge a device's reported patch; returns the new reported version.
+
+    In its own transaction, or in ``conn``'s (the hub's group-commit writer).
+    """
+    if conn is None:
+        with store.transaction() as own:
+            return patch_reported(store, device_id, patch, now, own)
+    twin = _twin(store, device_id, conn=conn, for_update=True)
+    update = rules.apply_patch(twin.reported, twin.metadata.get("reported", {}), patch, now=now)
+    record = store.replace_twin_sections(
+        device_id,
+        now=now,
+        reported=update.section,
+        reported_metadata=update.metadata,
+        conn=conn,
+    )
+    return record.reported_version
 
 
 def patch_desired(

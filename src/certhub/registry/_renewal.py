@@ -521,18 +521,21 @@ class RenewalMixin(StoreBase):
     ) -> list[OperationRecord]:
         """The device's finished operations whose response is undelivered and unexpired."""
         check_aware("now", now)
+        # No condition on ``state`` in SQL: with one, SQLite searched the (state,
+        # expires_at) index — every unexpired finished operation of the fleet, 5-25 ms a
+        # call at 2,000 devices, on every subscription — instead of this device's rows.
         stmt = (
             sa.select(_O)
             .where(
                 _O.c.device_id == device_id,
-                _O.c.state.in_(_FINISHED),
                 _O.c.delivered.is_(False),
                 _O.c.expires_at > now,
             )
             .order_by(_O.c.id)
         )
         with self._read(conn) as c:
-            return [OperationRecord(**row._mapping) for row in c.execute(stmt)]
+            rows = [OperationRecord(**row._mapping) for row in c.execute(stmt)]
+        return [op for op in rows if op.state in _FINISHED]
 
     def pending_operations(
         self, created_before: dt.datetime, limit: int = 500, conn: Connection | None = None

@@ -169,3 +169,42 @@ def test_contexts_allow_tls12_and_13_and_send_no_tickets(pki: Pki) -> None:
     assert context.verify_mode == ssl.CERT_OPTIONAL
     assert context.num_tickets == 0
     assert context.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert context.options & ssl.OP_NO_TICKET
+
+
+def _memory_handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> ssl.SSLObject:
+    """A full handshake over memory BIOs; returns the client's end."""
+    s_in, s_out, c_in, c_out = (ssl.MemoryBIO() for _ in range(4))
+    srv = server.wrap_bio(s_in, s_out, server_side=True)
+    cli = client.wrap_bio(c_in, c_out, server_hostname="localhost")
+    done = {"srv": False, "cli": False}
+    for _ in range(20):
+        for name, end in (("cli", cli), ("srv", srv)):
+            if not done[name]:
+                try:
+                    end.do_handshake()
+                    done[name] = True
+                except ssl.SSLWantReadError:
+                    pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if all(done.values()):
+            break
+    assert all(done.values()), done
+    with pytest.raises(ssl.SSLWantReadError):
+        cli.read(1)  # takes in whatever the server sent after the handshake
+    return cli
+
+
+@pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+def test_a_client_that_offers_tickets_gets_none(pki: Pki, version: ssl.TLSVersion) -> None:
+    client = ssl.create_default_context(cafile=str(pki.server_ca))
+    client.minimum_version = client.maximum_version = version
+    assert not client.options & ssl.OP_NO_TICKET  # the client offers session tickets
+    tls = ServerTls(pki.server_cert, pki.server_key, [])
+    end = _memory_handshake(tls.context, client)
+    assert end.version() == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
+    session = end.session
+    assert session is None or not session.has_ticket

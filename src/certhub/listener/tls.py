@@ -14,7 +14,11 @@ handshake uses the base context and pays no Python call.
 Every context: TLS 1.2 and 1.3, server certificate chain from files, client certificate
 requested but optional (``CERT_OPTIONAL``), ``VERIFY_X509_PARTIAL_CHAIN`` (a chain may
 end at an issuing CA), ``X509_V_FLAG_NO_CHECK_TIME`` (frontends check validity with
-their own clock and refuse with a CONNACK) and no session tickets.
+their own clock and refuse with a CONNACK) and no session tickets: ``num_tickets = 0``
+for TLS 1.3 and ``OP_NO_TICKET`` for TLS 1.2, where OpenSSL would otherwise encrypt the
+session (with the client's certificate chain) into a ticket on every full handshake with
+a client that offers the extension, as the Azure device SDKs do (~0.1 ms of server CPU
+each, measured; nothing resumes sessions).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ def build_server_context(
         context.verify_flags | ssl.VERIFY_X509_PARTIAL_CHAIN | X509_V_FLAG_NO_CHECK_TIME
     )
     context.num_tickets = 0
+    context.options |= ssl.OP_NO_TICKET
     cadata = "".join(pem if pem.endswith("\n") else pem + "\n" for pem in trust_pems)
     if not cadata:
         return context

@@ -18,73 +18,31 @@ more than the overlap of the fsync saves.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
-import threading
 from concurrent.futures import Future
 
 from certhub.authority import CertificateAuthorityService, IssueItem
+from certhub.batching import BatchThread
 from certhub.pki import IssuedLeaf
 
 __all__ = ["IssuanceQueue"]
 
 log = logging.getLogger(__name__)
-_STOP = object()
 
 
-class IssuanceQueue:
+class IssuanceQueue(BatchThread[IssueItem, IssuedLeaf]):
     """One writer thread issuing batches of up to ``max_batch`` items."""
 
     def __init__(self, service: CertificateAuthorityService, *, max_batch: int = 64) -> None:
         self._service = service
-        self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="certhub-issuer", daemon=True)
-        self._closed = False
-        self._thread.start()
-
-    def submit(self, item: IssueItem) -> Future[IssuedLeaf]:
-        """Queue ``item``; the future holds the leaf or the exception that refused it."""
-        if self._closed:
-            raise RuntimeError("the issuance queue is closed")
-        future: Future[IssuedLeaf] = Future()
-        self._queue.put((item, future))
-        return future
+        super().__init__(max_batch=max_batch, name="certhub-issuer")
 
     async def issue_async(self, item: IssueItem) -> IssuedLeaf:
-        """Submit from the event loop and await the result."""
-        return await asyncio.wrap_future(self.submit(item))
+        """Submit from the event loop and await the result (same as :meth:`run`)."""
+        return await self.run(item)
 
-    def close(self) -> None:
-        """Finish what is queued, then stop the writer thread."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
-
-    def _next_batch(self) -> tuple[list[tuple[IssueItem, Future[IssuedLeaf]]], bool]:
-        batch: list[tuple[IssueItem, Future[IssuedLeaf]]] = []
-        entry = self._queue.get()
-        while True:
-            if entry is _STOP:
-                return batch, True
-            batch.append(entry)  # type: ignore[arg-type]
-            if len(batch) >= self._max_batch:
-                return batch, False
-            try:
-                entry = self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch, stop = self._next_batch()
-            if batch:
-                self._issue(batch)
-
-    def _issue(self, batch: list[tuple[IssueItem, Future[IssuedLeaf]]]) -> None:
+    def handle(self, batch: list[tuple[IssueItem, Future[IssuedLeaf]]]) -> None:
+        """Issue the batch in one transaction and settle its futures."""
         live = [(item, fut) for item, fut in batch if fut.set_running_or_notify_cancel()]
         try:
             results = self._service.issue_batch([item for item, _ in live])

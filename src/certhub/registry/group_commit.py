@@ -19,17 +19,15 @@ the batch goes on in the next one. Users: DPS registrations
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from sqlalchemy.engine import Connection
 
+from certhub.batching import BatchThread
 from certhub.registry import Store
 
 __all__ = ["BatchWriter"]
@@ -37,10 +35,9 @@ __all__ = ["BatchWriter"]
 log = logging.getLogger("certhub.registry")
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
-_STOP = object()
 
 
-class BatchWriter(Generic[_Item, _Result]):
+class BatchWriter(BatchThread[_Item, _Result]):
     """Runs ``work(conn, item)`` for queued items, batch by batch, on one thread."""
 
     def __init__(
@@ -59,56 +56,13 @@ class BatchWriter(Generic[_Item, _Result]):
         self._store = store
         self._work = work
         self._prepare = prepare
-        self._max_batch = max_batch
         self._max_seconds = max_seconds
-        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
         self.batches = 0
         """Transactions committed (for tests and metrics)."""
+        super().__init__(max_batch=max_batch, name=name)
 
-    def submit(self, item: _Item) -> Future[_Result]:
-        """Queue ``item``; the future holds ``work``'s result or its exception."""
-        if self._closed:
-            raise RuntimeError(f"the writer {self._thread.name!r} is closed")
-        future: Future[_Result] = Future()
-        self._queue.put((item, future))
-        return future
-
-    async def run(self, item: _Item) -> _Result:
-        """Submit from the event loop and await the result."""
-        return await asyncio.wrap_future(self.submit(item))
-
-    def close(self) -> None:
-        """Finish what is queued, then stop the thread."""
-        if not self._closed:
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
-
-    def _next_batch(self) -> tuple[list[tuple[_Item, Future[_Result]]], bool]:
-        batch: list[tuple[_Item, Future[_Result]]] = []
-        entry = self._queue.get()
-        while True:
-            if entry is _STOP:
-                return batch, True
-            batch.append(entry)  # type: ignore[arg-type]
-            if len(batch) >= self._max_batch:
-                return batch, False
-            try:
-                entry = self._queue.get_nowait()
-            except queue.Empty:
-                return batch, False
-
-    def _run(self) -> None:
-        stop = False
-        while not stop:
-            batch, stop = self._next_batch()
-            if batch:
-                self._write(batch)
-
-    def _write(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
+    def handle(self, batch: list[tuple[_Item, Future[_Result]]]) -> None:
+        """Prepare the batch, then write it in as few time-capped transactions as needed."""
         batch = self._prepared(batch)
         while batch:
             batch = self._commit_some(batch)
@@ -121,7 +75,7 @@ class BatchWriter(Generic[_Item, _Result]):
         try:
             items = self._prepare([item for item, _ in batch])
         except Exception:  # only an optimisation: the work function does it all anyway
-            log.exception("preparing a batch failed (%s)", self._thread.name)
+            log.exception("preparing a batch failed (%s)", self.name)
             return batch
         return [(item, future) for item, (_, future) in zip(items, batch, strict=True)]
 
@@ -139,7 +93,7 @@ class BatchWriter(Generic[_Item, _Result]):
                     done.append((future, self._one(conn, item)))
             self.batches += 1
         except BaseException as exc:  # the commit (or the transaction) failed: all fail
-            log.exception("a batch failed (%s)", self._thread.name)
+            log.exception("a batch failed (%s)", self.name)
             for _, future in batch:
                 if not future.done():
                     future.set_exception(exc)

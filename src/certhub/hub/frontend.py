@@ -39,7 +39,7 @@ from certhub.hub.auth import (
 from certhub.hub.credentials import CredentialsHandler
 from certhub.hub.devices import DeviceCache
 from certhub.hub.issuers import IssuerIndex, LeafCache, LeafFacts, load_issuers
-from certhub.hub.metrics import CONNECTIONS, REFUSALS, SESSIONS_CLOSED
+from certhub.hub.metrics import REFUSALS, SESSIONS_CLOSED, count_sessions_of
 from certhub.hub.relay import RELAY_KINDS, Relay
 from certhub.hub.session import HubSession
 from certhub.hub.telemetry import TelemetryBuffer, TelemetryMessage
@@ -48,7 +48,7 @@ from certhub.listener.api import Link, Refusal, Session
 from certhub.metrics import CONNECTS_ACCEPTED
 from certhub.mqtt import Connect, ConnectReturnCode, Publish, parse_property_bag
 from certhub.rand import Random
-from certhub.registry import NotFound, Store
+from certhub.registry import Store
 from certhub.registry._events import EventRecord
 from certhub.registry.group_commit import BatchWriter
 from certhub.registry.records import ConnectionState, DeviceRecord
@@ -92,6 +92,10 @@ class Runner(Protocol):
     def __call__(self, fn: Callable[..., T], /, *args: Any) -> Awaitable[T]: ...
 
 
+_LOOKUP_ATTEMPTS = 5
+"""Store lookups at CONNECT before a device whose change events keep arriving is refused."""
+
+
 class HubFrontend:
     """IoT Hub device sessions on the shared listener."""
 
@@ -119,6 +123,8 @@ class HubFrontend:
         self.node_id = rng.token_bytes(8).hex()
         self.hosts = frozenset(host.lower() for host in hosts)
         self.sessions: dict[str, HubSession] = {}
+        self.live_sessions = 0
+        """Registered sessions not yet closed (``certhub_hub_connections``)."""
         self.telemetry = telemetry if telemetry is not None else TelemetryBuffer()
         self._leaves = LeafCache(IssuerIndex(()))
         # device -> (expires at (loop time), topic, body, queued at (clock))
@@ -143,6 +149,7 @@ class HubFrontend:
         self.relay = Relay(self)
         if credentials is not None:
             credentials.attach(self.publish_credentials)
+        count_sessions_of(self)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -240,7 +247,7 @@ class HubFrontend:
         if isinstance(decision, Refusal):
             return self._refuse(connect, link, decision)
         if self.credentials is not None and decision.serial_hex and cert_state != "active":
-            return self._admit(connect, link, decision, cert_state, now)
+            return self._admit(connect, link, decision, cert_state)
         return self._accept(connect, link, decision, now)
 
     async def _admit(
@@ -249,7 +256,6 @@ class HubFrontend:
         link: Link,
         identity: Identity,
         cert_state: str | None,
-        now: dt.datetime,
     ) -> Session | Refusal:
         """Two-phase renewal: ask the credentials handler whether this certificate may be used."""
         assert self.credentials is not None and identity.serial_hex is not None
@@ -259,26 +265,30 @@ class HubFrontend:
             return self._refuse(connect, link, refusal(admission.reason))
         if admission.reason in ("active", "activated"):
             self.devices.set_certificate_state(device_id, serial, "active")
-        return self._accept(connect, link, identity, now)
+        return self._accept(connect, link, identity, self.clock.now())
 
     def _accept(
         self, connect: Connect, link: Link, decision: Identity, now: dt.datetime
     ) -> Session:
         session = HubSession(self, link, decision, connect.will)
-        self._register(session)
+        self._register(session, now)
         CONNECTS_ACCEPTED.inc()
         if decision.expires_at is not None:
-            loop = asyncio.get_running_loop()
-            session.expire_at(loop.time() + (decision.expires_at - now).total_seconds())
+            session.expire_at((decision.expires_at - now).total_seconds())
         return session
 
     async def _device(
         self, device_id: str, serial_hex: str | None
     ) -> tuple[DeviceRecord | None, str | None] | None:
         """The device and its certificate's state from the store (then cached); None if a
-        change event for it arrived during both of two lookups."""
+        change event for it arrived during each of ``_LOOKUP_ATTEMPTS`` lookups.
+
+        A device just created, given a certificate and changed again (as an operator's
+        script or a test does) has several events in flight, which may arrive one per
+        lookup; a few attempts ride that out, and a device under endless churn is refused.
+        """
         loop = asyncio.get_running_loop()
-        for _ in range(2):
+        for _ in range(_LOOKUP_ATTEMPTS):
             started = loop.time()
             device, cert_state = await self.run(self._lookup, device_id, serial_hex)
             if self._changed_at.get(device_id, -1.0) < started:
@@ -312,12 +322,11 @@ class HubFrontend:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def _register(self, session: HubSession) -> None:
+    def _register(self, session: HubSession, now: dt.datetime) -> None:
         device_id = session.device_id
         old = self.sessions.get(device_id)
         self.sessions[device_id] = session
-        CONNECTIONS.inc()
-        now = self.clock.now()
+        self.live_sessions += 1
         self._presence[device_id] = ("Connected", now)
         self._opened_at[device_id] = now
         self.remote_sessions.pop(device_id, None)
@@ -328,7 +337,7 @@ class HubFrontend:
 
     def session_closed(self, session: HubSession, reason: str) -> None:
         """A session ended (called once per registered session)."""
-        CONNECTIONS.dec()
+        self.live_sessions -= 1
         _closed_counter(reason).inc()
         device_id = session.device_id
         if self.sessions.get(device_id) is session:
@@ -544,9 +553,4 @@ class HubFrontend:
                 raise
 
     def _write_presence(self, changes: Mapping[str, tuple[ConnectionState, dt.datetime]]) -> None:
-        with self.store.transaction() as conn:
-            for device_id, (state, at) in changes.items():
-                try:
-                    self.store.set_connection_state(device_id, state, at, conn=conn)
-                except NotFound:
-                    continue
+        storage.write_connection_states(self.store, changes)

@@ -2,7 +2,9 @@
 
 Telemetry counts are read from the live :class:`~certhub.hub.telemetry.TelemetryBuffer`
 objects when Prometheus scrapes (a custom collector), so the per-message path costs two
-integer additions rather than two locked counter increments.
+integer additions rather than two locked counter increments. The live-session gauge is
+read the same way from the hub frontends' ``live_sessions`` counts (an integer addition
+per connect and per close instead of a locked gauge update).
 """
 
 from __future__ import annotations
@@ -11,13 +13,13 @@ import weakref
 from collections.abc import Iterator
 from typing import Protocol
 
-from prometheus_client import REGISTRY, Counter, Gauge
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 __all__ = [
-    "CONNECTIONS",
     "REFUSALS",
     "SESSIONS_CLOSED",
+    "count_sessions_of",
     "count_telemetry_of",
 ]
 
@@ -26,7 +28,6 @@ REFUSALS = Counter(
     "Device CONNECTs the hub refused, by reason",
     ["reason"],
 )
-CONNECTIONS = Gauge("certhub_hub_connections", "Live device sessions on the hub")
 SESSIONS_CLOSED = Counter(
     "certhub_hub_sessions_closed",
     "Device sessions ended, by reason",
@@ -37,6 +38,24 @@ SESSIONS_CLOSED = Counter(
 class _Counted(Protocol):
     accepted: int
     dropped: int
+
+
+class _Live(Protocol):
+    live_sessions: int
+
+
+class _SessionsCollector:
+    """``certhub_hub_connections``: the live sessions of every hub frontend, at scrape time."""
+
+    def __init__(self) -> None:
+        self.frontends: weakref.WeakSet[_Live] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "certhub_hub_connections",
+            "Live device sessions on the hub",
+            value=sum(f.live_sessions for f in list(self.frontends)),
+        )
 
 
 class _TelemetryCollector:
@@ -61,6 +80,13 @@ class _TelemetryCollector:
 
 _TELEMETRY = _TelemetryCollector()
 REGISTRY.register(_TELEMETRY)
+_SESSIONS = _SessionsCollector()
+REGISTRY.register(_SESSIONS)
+
+
+def count_sessions_of(frontend: _Live) -> None:
+    """Include ``frontend``'s live sessions in ``certhub_hub_connections`` (while it lives)."""
+    _SESSIONS.frontends.add(frontend)
 
 
 def count_telemetry_of(buffer: _Counted) -> None:

@@ -67,10 +67,11 @@ class HubSession:
         """The authenticated device."""
         return self.identity.device_id
 
-    def expire_at(self, loop_time: float) -> None:
-        """Close the session when its credential expires (loop time)."""
-        loop = asyncio.get_running_loop()
-        self._expiry = loop.call_at(loop_time, self.link.close, "credential-expired")
+    def expire_at(self, delay: float) -> None:
+        """Close the session when its credential expires (in ``delay`` seconds)."""
+        self._expiry = asyncio.get_running_loop().call_later(
+            delay, self.link.close, "credential-expired"
+        )
 
     # -- listener Session ---------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import dataclasses
+import datetime as dt
 import json
 import secrets
 from pathlib import Path
@@ -14,6 +15,7 @@ import click
 from cryptography import x509
 from rich.table import Table
 
+from certhub import views
 from certhub.cli_common import (
     Refused,
     console,
@@ -37,43 +39,13 @@ __all__ = ["enrollment_json", "policy_json", "register"]
 
 
 def policy_json(p: PolicyRecord, issuer: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A policy as the CLI and admin API show it."""
-    out: dict[str, Any] = {
-        "name": p.name,
-        "validitySeconds": p.validity_seconds,
-        "keyTypes": list(p.key_types),
-        "backdateSeconds": p.backdate_seconds,
-        "development": p.development,
-        "state": p.state,
-        "createdAt": p.created_at.isoformat(),
-    }
-    if issuer is not None:
-        out["issuingCa"] = issuer
-    return out
+    """A policy as the CLI shows it (:func:`certhub.views.policy_json`, ISO timestamps)."""
+    return views.policy_json(p, stamp=dt.datetime.isoformat, issuer=issuer)
 
 
 def enrollment_json(e: EnrollmentRecord) -> dict[str, Any]:
-    """An enrollment in DPS's shape (``enrollmentGroupId`` or ``registrationId``)."""
-    key = "enrollmentGroupId" if e.kind == "group" else "registrationId"
-    attestation: dict[str, Any] = {"type": e.attestation_type}
-    if e.attestation_type == "symmetricKey":
-        attestation["symmetricKey"] = {"primaryKey": e.primary_key, "secondaryKey": e.secondary_key}
-    else:
-        attestation["x509"] = {
-            "certificates": list(e.x509_certificates),
-            "thumbprints": list(e.x509_thumbprints),
-        }
-    return {
-        key: e.name,
-        "attestation": attestation,
-        "credentialPolicyName": e.credential_policy_name,
-        "provisioningStatus": e.provisioning_status,
-        "initialTwin": dict(e.initial_twin),
-        "reprovisionPolicy": dict(e.reprovision_policy),
-        "etag": e.etag,
-        "createdDateTimeUtc": e.created_at.isoformat(),
-        "lastUpdatedDateTimeUtc": e.updated_at.isoformat(),
-    }
+    """An enrollment as the CLI shows it (:func:`certhub.views.enrollment_json`)."""
+    return views.enrollment_json(e, stamp=dt.datetime.isoformat)
 
 
 def _fmt_seconds(seconds: int) -> str:

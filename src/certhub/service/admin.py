@@ -38,6 +38,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from certhub import views
 from certhub.issuer_lifecycle import IssuerChange, IssuerLifecycle
 from certhub.pki import KeyType, LeafPolicy, PolicyError, parse_duration
 from certhub.query import format_timestamp
@@ -90,16 +91,8 @@ def namespace_json(n: NamespaceRecord) -> dict[str, Any]:
 
 
 def policy_json(p: PolicyRecord) -> dict[str, Any]:
-    """A policy as the admin API shows it."""
-    return {
-        "name": p.name,
-        "validitySeconds": p.validity_seconds,
-        "keyTypes": list(p.key_types),
-        "backdateSeconds": p.backdate_seconds,
-        "development": p.development,
-        "state": p.state,
-        "createdAt": _ts(p.created_at),
-    }
+    """A policy as the admin API shows it (:func:`certhub.views.policy_json`)."""
+    return views.policy_json(p, stamp=format_timestamp)
 
 
 def certificate_json(item: CertificateListing, pem: bool = False) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from certhub import views
 from certhub.pki import certificate_sha1
 from certhub.query import format_timestamp
 from certhub.registry import errors as store_errors
@@ -76,27 +77,8 @@ class EnrollmentIn(BaseModel):
 
 
 def enrollment_json(e: EnrollmentRecord) -> dict[str, Any]:
-    """An enrollment in DPS's shape."""
-    key = "enrollmentGroupId" if e.kind == "group" else "registrationId"
-    attestation: dict[str, Any] = {"type": e.attestation_type}
-    if e.attestation_type == "symmetricKey":
-        attestation["symmetricKey"] = {"primaryKey": e.primary_key, "secondaryKey": e.secondary_key}
-    else:
-        attestation["x509"] = {
-            "certificates": list(e.x509_certificates),
-            "thumbprints": list(e.x509_thumbprints),
-        }
-    return {
-        key: e.name,
-        "attestation": attestation,
-        "credentialPolicyName": e.credential_policy_name,
-        "provisioningStatus": e.provisioning_status,
-        "initialTwin": dict(e.initial_twin),
-        "reprovisionPolicy": dict(e.reprovision_policy),
-        "etag": e.etag,
-        "createdDateTimeUtc": format_timestamp(e.created_at),
-        "lastUpdatedDateTimeUtc": format_timestamp(e.updated_at),
-    }
+    """An enrollment as the admin API shows it (:func:`certhub.views.enrollment_json`)."""
+    return views.enrollment_json(e, stamp=format_timestamp)
 
 
 def _key(value: str | None, name: str, ctx: ServiceContext) -> str:

@@ -14,7 +14,7 @@ import json
 import re
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from certhub.cli_common import console, data_options
 __all__ = ["Duration", "dashboard_token_command", "demo", "register", "simulate"]
 
 T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
 _DURATION = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -61,6 +62,18 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(report, indent=2, default=str) + "\n")
         console.print(f"report written to [cyan]{path}[/]")
+
+
+def report_options(fn: F) -> F:
+    """``--json FILE`` (``json_path``) and ``--no-live`` (``no_live``) of simulate and demo."""
+    fn = click.option("--no-live", is_flag=True, help="No live display (logs, CI).")(fn)
+    return click.option(
+        "--json",
+        "json_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Write a JSON report here.",
+    )(fn)
 
 
 @click.command()
@@ -111,14 +124,7 @@ def _write_json(path: Path | None, report: dict[str, Any]) -> None:
     default=None,
     help="Where the agents keep keys (default: a temporary directory).",
 )
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write a JSON report here.",
-)
-@click.option("--no-live", is_flag=True, help="No live display (logs, CI).")
+@report_options
 def simulate(
     data_dir: Path,
     database: str | None,
@@ -227,14 +233,7 @@ def simulate(
     help="Devices to disable on the way (they stay out).",
 )
 @click.option("--keep-serving", is_flag=True, help="Keep the server running afterwards.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Write a JSON report here.",
-)
-@click.option("--no-live", is_flag=True, help="No live display (logs, CI).")
+@report_options
 def demo(
     data_dir: Path,
     database: str | None,

@@ -35,7 +35,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from certhub.registry import errors as store_errors
 from certhub.service.auth import Permission
-from certhub.service.context import ServiceContext, ServiceRoute, guard, translate_store_error
+from certhub.service.context import (
+    ServiceContext,
+    ServiceRoute,
+    guard,
+    if_match,
+    translate_store_error,
+)
 from certhub.service.devices import (
     AuthenticationIn,
     DeviceIn,
@@ -104,15 +110,6 @@ class ExportImportDevice(BaseModel):
         )
 
 
-def _unquote(etag: str | None) -> str | None:
-    if etag is None:
-        return None
-    etag = etag.strip()
-    if etag.startswith("W/"):
-        etag = etag[2:]
-    return etag.strip('"') or None
-
-
 def _check_list(entries: list[ExportImportDevice]) -> None:
     if not entries:
         raise BadRequest("the device list is empty", reason="bulk-empty")
@@ -129,7 +126,7 @@ def _check_list(entries: list[ExportImportDevice]) -> None:
 
 
 def _needs_etag(entry: ExportImportDevice, value: str | None, field: str) -> str:
-    etag = _unquote(value)
+    etag = if_match(value)
     if etag is None:
         raise BadRequest(f"{entry.importMode} needs {field}", reason="etag-required")
     return etag

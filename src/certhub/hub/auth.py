@@ -40,6 +40,7 @@ __all__ = [
     "is_hub_username",
     "parse_username",
     "refusal",
+    "still_admits",
 ]
 
 _BAD_LOGIN = ConnectReturnCode.BAD_USERNAME_OR_PASSWORD
@@ -66,6 +67,9 @@ class Identity:
     serial_hex: str | None = None
     issuer_ca_id: int | None = None
     expires_at: dt.datetime | None = None
+    credential: str | None = None
+    """What admitted the device, to re-check when its record changes: the certificate's
+    revocation identifier (hex), the matched thumbprint, or the matched SAS key."""
 
 
 def refusal(reason: str, code: ConnectReturnCode = _NOT_AUTHORIZED) -> Refusal:
@@ -137,6 +141,28 @@ def authorize(
     return refusal("no-authentication")
 
 
+def still_admits(device: DeviceRecord | None, identity: Identity) -> str | None:
+    """Why a session admitted as ``identity`` must close now that the device's record is
+    ``device`` (None: it may stay). Used when the record's credentials change: a change
+    the CONNECT lookup already saw (its event read only afterwards) keeps the session."""
+    if device is None:
+        return "device-deleted"
+    if device.status != "enabled":
+        return "device-disabled"
+    if device.auth_type != identity.auth_type:
+        return "device-credentials-changed"
+    if identity.auth_type == "certificateAuthority":
+        current = device.revocation_id.hex() if device.revocation_id else None
+        return None if current == identity.credential else "revocation-id-rotated"
+    if identity.auth_type == "selfSigned":
+        thumbprints = {
+            t.upper() for t in (device.primary_thumbprint, device.secondary_thumbprint) if t
+        }
+        return None if identity.credential in thumbprints else "device-credentials-changed"
+    keys = {device.primary_key, device.secondary_key} - {None, ""}
+    return None if identity.credential in keys else "device-credentials-changed"
+
+
 def _validity(leaf: LeafFacts, now: dt.datetime) -> Refusal | None:
     if now < leaf.not_before:
         return refusal("certificate-not-yet-valid")
@@ -169,6 +195,7 @@ def _certificate_authority(
         serial_hex=leaf.serial_hex,
         issuer_ca_id=leaf.issuer_ca_id,
         expires_at=leaf.not_after,
+        credential=leaf.revocation_id.hex(),
     )
 
 
@@ -183,7 +210,9 @@ def _self_signed(
     bad_time = _validity(leaf, now)
     if bad_time is not None:
         return bad_time
-    return Identity(device.device_id, device.auth_type, expires_at=leaf.not_after)
+    return Identity(
+        device.device_id, device.auth_type, expires_at=leaf.not_after, credential=leaf.sha1
+    )
 
 
 def _sas(
@@ -211,6 +240,6 @@ def _sas(
         except ValueError:
             return refusal("no-device-key")
         expires = dt.datetime.fromtimestamp(token.expiry, dt.UTC)
-        return Identity(device.device_id, device.auth_type, expires_at=expires)
+        return Identity(device.device_id, device.auth_type, expires_at=expires, credential=key)
     assert failure is not None
     return refusal(f"sas-{failure.reason}")

@@ -35,6 +35,7 @@ from certhub.hub.auth import (
     is_hub_username,
     parse_username,
     refusal,
+    still_admits,
 )
 from certhub.hub.credentials import CredentialsHandler
 from certhub.hub.devices import DeviceCache
@@ -62,10 +63,7 @@ log = logging.getLogger("certhub.hub")
 
 T = TypeVar("T")
 _BAD_LOGIN = ConnectReturnCode.BAD_USERNAME_OR_PASSWORD
-_CLOSING_EVENTS = {
-    "device.deleted": "device-deleted",
-    "device.auth": "device-credentials-changed",
-}
+_RECHECK_EVENTS = frozenset({"device.auth", "device.revocation"})
 _CHANGE_KINDS = frozenset(
     {"device.status", "device.revocation", "device.auth", "device.deleted", "certificate.revoked"}
 )
@@ -512,14 +510,25 @@ class HubFrontend:
             return
         if kind == "device.status" and payload.get("status") != "enabled":
             session.link.close("device-disabled")
-        elif kind in _CLOSING_EVENTS:
-            session.link.close(_CLOSING_EVENTS[kind])
-        elif kind == "device.revocation" and session.identity.auth_type == "certificateAuthority":
-            session.link.close("revocation-id-rotated")
+        elif kind == "device.deleted":
+            session.link.close("device-deleted")
+        elif kind in _RECHECK_EVENTS:
+            self.spawn(self._recheck(session))
         elif kind == "certificate.revoked" and payload.get("serial") == session.identity.serial_hex:
             session.link.close("certificate-revoked")
         elif kind == storage.DESIRED_EVENT and payload.get("origin") != self.node_id:
             session.notify_desired(dict(payload.get("patch", {})), int(payload["version"]))
+
+    async def _recheck(self, session: HubSession) -> None:
+        """Close ``session`` if the device's changed record no longer admits it.
+
+        The event may describe a change the CONNECT lookup already saw (committed just
+        before the device connected, read by the change feed just after), so the live
+        record decides rather than the event alone."""
+        device = await self.run(self.store.get_device, session.device_id)
+        reason = still_admits(device, session.identity)
+        if reason is not None and self.sessions.get(session.device_id) is session:
+            session.link.close(reason)
 
     def _note_change(self, device_id: str) -> None:
         now = asyncio.get_running_loop().time()

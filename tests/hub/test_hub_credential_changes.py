@@ -1,0 +1,199 @@
+"""A change to a device's credentials closes exactly the sessions it no longer admits.
+
+The change feed is read a little after each change commits, so the event of a change the
+CONNECT lookup already saw can arrive after the session opened (a device given a new
+thumbprint and connecting at once). The hub therefore re-checks the live record before it
+closes a session: a change that keeps the session's credential valid (a secondary key or
+thumbprint added, a key the device does not use regenerated) leaves it connected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import secrets
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from certhub.hub.auth import Identity, still_admits
+from certhub.registry.records import DeviceRecord
+from serverkit import (
+    DeviceClient,
+    RunningServer,
+    create_device,
+    device_with_certificate,
+    issue_certificate,
+    make_key_and_csr,
+    open_authority,
+    random_key,
+    sas_password,
+    write_pems,
+)
+
+NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
+RID = bytes(range(32))
+
+
+def _device(**changes: object) -> DeviceRecord:
+    base = DeviceRecord(
+        device_id="d1",
+        namespace_id=1,
+        status="enabled",
+        status_reason=None,
+        auth_type="certificateAuthority",
+        primary_key=None,
+        secondary_key=None,
+        primary_thumbprint=None,
+        secondary_thumbprint=None,
+        revocation_id=RID,
+        generation_id="g",
+        etag="e",
+        policy_name=None,
+        enrollment_id=None,
+        connection_state="Connected",
+        connection_state_updated_at=None,
+        last_activity_at=None,
+        status_updated_at=None,
+        created_at=NOW,
+        updated_at=NOW,
+    )
+    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+
+
+CA = Identity("d1", "certificateAuthority", serial_hex="01", credential=RID.hex())
+SELF = Identity("d1", "selfSigned", credential="AB" * 20)
+SAS = Identity("d1", "sas", credential="k1")
+
+
+@pytest.mark.parametrize(
+    ("device", "identity", "expected"),
+    [
+        pytest.param(_device(), CA, None, id="ca/unchanged"),
+        pytest.param(
+            _device(revocation_id=bytes(32)), CA, "revocation-id-rotated", id="ca/rotated"
+        ),
+        pytest.param(None, CA, "device-deleted", id="ca/deleted"),
+        pytest.param(_device(status="disabled"), CA, "device-disabled", id="ca/disabled"),
+        pytest.param(
+            _device(auth_type="sas", primary_key="k1"), CA, "device-credentials-changed",
+            id="ca/now-sas",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="ab" * 20), SELF, None,
+            id="self/same-thumbprint-other-case",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20,
+                    secondary_thumbprint="AB" * 20), SELF, None,
+            id="self/moved-to-secondary",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20), SELF,
+            "device-credentials-changed", id="self/replaced",
+        ),
+        pytest.param(
+            _device(auth_type="sas", primary_key="k1", secondary_key="new"), SAS, None,
+            id="sas/other-key-regenerated",
+        ),
+        pytest.param(
+            _device(auth_type="sas", primary_key="k2", secondary_key="k3"), SAS,
+            "device-credentials-changed", id="sas/key-regenerated",
+        ),
+    ],
+)  # fmt: skip
+def test_still_admits(
+    device: DeviceRecord | None, identity: Identity, expected: str | None
+) -> None:
+    assert still_admits(device, identity) == expected
+
+
+def _closed(reason: str) -> float:
+    value = REGISTRY.get_sample_value("certhub_hub_sessions_closed_total", {"reason": reason})
+    return value or 0.0
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _update(hub: RunningServer, device_id: str, **changes: object) -> None:
+    device = hub.store.get_device(device_id)
+    assert device is not None
+    hub.store.update_device(dataclasses.replace(device, **changes), None, now=_now())  # type: ignore[arg-type]
+
+
+def _stays_connected(client: DeviceClient, seconds: float = 1.0) -> bool:
+    return not client.wait_disconnected(seconds)
+
+
+def test_a_thumbprint_set_just_before_connecting_keeps_the_session(
+    hub: RunningServer, device_id: str, pems_dir: Path
+) -> None:
+    """The device.auth event of the change the CONNECT already saw does not close it."""
+    create_device(hub.store, device_id, auth_type="selfSigned")
+    key, csr = make_key_and_csr(device_id)
+    leaf = issue_certificate(open_authority(hub.data_dir, hub.store), device_id, csr)
+    pems = write_pems(pems_dir, device_id, key, leaf)
+    before = _closed("device-credentials-changed")
+    for _ in range(5):  # the event sometimes lands before CONNECT, sometimes after
+        _update(hub, device_id, primary_thumbprint=leaf.sha1_thumbprint)
+        with DeviceClient(hub, device_id, pems=pems) as client:
+            assert client.connect() == 0
+            assert _stays_connected(client, 0.5)
+            assert device_id in hub.server.hub_frontend.sessions
+        _update(hub, device_id, primary_thumbprint=None)
+    assert _closed("device-credentials-changed") == before
+
+
+def test_self_signed_session_survives_an_added_thumbprint_and_ends_when_replaced(
+    hub: RunningServer, device_id: str, pems_dir: Path
+) -> None:
+    create_device(hub.store, device_id, auth_type="selfSigned")
+    key, csr = make_key_and_csr(device_id)
+    leaf = issue_certificate(open_authority(hub.data_dir, hub.store), device_id, csr)
+    _update(hub, device_id, primary_thumbprint=leaf.sha1_thumbprint)
+    before = _closed("device-credentials-changed")
+    with DeviceClient(hub, device_id, pems=write_pems(pems_dir, device_id, key, leaf)) as client:
+        assert client.connect() == 0
+        _update(hub, device_id, secondary_thumbprint="AB" * 20)
+        assert _stays_connected(client)
+        _update(hub, device_id, primary_thumbprint="CD" * 20)
+        changed = time.monotonic()
+        assert client.wait_disconnected(3.0)
+        assert time.monotonic() - changed < 1.0
+    assert _closed("device-credentials-changed") == before + 1
+
+
+def test_sas_session_survives_the_other_key_and_ends_with_its_own(
+    hub: RunningServer, device_id: str
+) -> None:
+    key = random_key()
+    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    before = _closed("device-credentials-changed")
+    password = sas_password(hub.hub_host, device_id, key)
+    with DeviceClient(hub, device_id, password=password) as client:
+        assert client.connect() == 0
+        _update(hub, device_id, secondary_key=random_key())
+        assert _stays_connected(client)
+        _update(hub, device_id, primary_key=random_key())
+        assert client.wait_disconnected(3.0)
+    assert _closed("device-credentials-changed") == before + 1
+    with DeviceClient(hub, device_id, password=password) as again:
+        assert again.connect() == 5
+
+
+def test_rotating_the_revocation_id_twice_closes_once(
+    hub: RunningServer, device_id: str, pems_dir: Path
+) -> None:
+    pems = device_with_certificate(hub, device_id, pems_dir)
+    before = _closed("revocation-id-rotated")
+    with DeviceClient(hub, device_id, pems) as client:
+        assert client.connect() == 0
+        hub.store.rotate_revocation_id(device_id, secrets.token_bytes(32), _now())
+        hub.store.rotate_revocation_id(device_id, secrets.token_bytes(32), _now())
+        assert client.wait_disconnected(3.0)
+    time.sleep(0.5)
+    assert _closed("revocation-id-rotated") == before + 1

@@ -57,6 +57,19 @@ def test_public_key_seen(store: Store, new_cert: Cert, audit_event: Event) -> No
     assert not store.public_key_seen("dev-1", new_cert(2).public_key_sha256)
 
 
+def test_seen_public_keys_matches_pairs_not_their_cross_product(
+    store: Store, new_cert: Cert, audit_event: Event
+) -> None:
+    a, b = new_cert(1), new_cert(2, device_id="dev-2")
+    store.record_issuance(a, audit_event())
+    store.record_issuance(b, audit_event("dev-2"))
+    ka, kb = a.public_key_sha256, b.public_key_sha256
+    asked = [("dev-1", ka), ("dev-1", kb), ("dev-2", ka), ("dev-2", kb), ("dev-3", ka)]
+    asked += [(f"other-{i}", f"{i:064x}") for i in range(300)]  # a batch-sized query
+    assert store.seen_public_keys(asked) == {("dev-1", ka), ("dev-2", kb)}
+    assert store.seen_public_keys([]) == set()
+
+
 def test_record_issuance_values_match_core_types(
     store: Store, new_cert: Cert, audit_event: Event
 ) -> None:

@@ -95,14 +95,15 @@ class CertificateMixin(StoreBase):
         """Which ``(device_id, public_key_sha256)`` pairs were ever certified (one query)."""
         if not pairs:
             return set()
-        devices = {d for d, _ in pairs}
-        hashes = {h for _, h in pairs}
+        # One probe per key hash (index 0010: key first), pairs matched here. Two IN
+        # lists (device, hash) made SQLite probe every combination — 65,536 probes for a
+        # batch of 256 — and a row-value IN made it scan the whole index.
+        wanted = set(pairs)
         stmt = sa.select(_T.c.device_id, _T.c.public_key_sha256).where(
-            _T.c.device_id.in_(devices), _T.c.public_key_sha256.in_(hashes)
+            _T.c.public_key_sha256.in_(sorted({k for _, k in wanted}))
         )
         with self._read(conn) as c:
-            found = {(row[0], row[1]) for row in c.execute(stmt)}
-        return found & set(pairs)
+            return {(d, k) for d, k in c.execute(stmt) if (d, k) in wanted}
 
     def list_certificates(
         self,

@@ -118,7 +118,7 @@ class RenewalConfig:
     alert_backoff_cap: float = 30.0
     alert_timeout: float = 10.0
     alert_batch: int = 200
-    max_batch: int = 64
+    max_batch: int = 256
     origin: str = "certhub-renewal"
     """``origin`` of the ``twin.desired`` events this service writes."""
 

@@ -15,11 +15,8 @@ import secrets
 import time
 from pathlib import Path
 
-import pytest
 from prometheus_client import REGISTRY
 
-from certhub.hub.auth import Identity, still_admits
-from certhub.registry.records import DeviceRecord
 from serverkit import (
     DeviceClient,
     RunningServer,
@@ -32,82 +29,6 @@ from serverkit import (
     sas_password,
     write_pems,
 )
-
-NOW = dt.datetime(2026, 11, 27, tzinfo=dt.UTC)
-RID = bytes(range(32))
-
-
-def _device(**changes: object) -> DeviceRecord:
-    base = DeviceRecord(
-        device_id="d1",
-        namespace_id=1,
-        status="enabled",
-        status_reason=None,
-        auth_type="certificateAuthority",
-        primary_key=None,
-        secondary_key=None,
-        primary_thumbprint=None,
-        secondary_thumbprint=None,
-        revocation_id=RID,
-        generation_id="g",
-        etag="e",
-        policy_name=None,
-        enrollment_id=None,
-        connection_state="Connected",
-        connection_state_updated_at=None,
-        last_activity_at=None,
-        status_updated_at=None,
-        created_at=NOW,
-        updated_at=NOW,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
-
-
-CA = Identity("d1", "certificateAuthority", serial_hex="01", credential=RID.hex())
-SELF = Identity("d1", "selfSigned", credential="AB" * 20)
-SAS = Identity("d1", "sas", credential="k1")
-
-
-@pytest.mark.parametrize(
-    ("device", "identity", "expected"),
-    [
-        pytest.param(_device(), CA, None, id="ca/unchanged"),
-        pytest.param(
-            _device(revocation_id=bytes(32)), CA, "revocation-id-rotated", id="ca/rotated"
-        ),
-        pytest.param(None, CA, "device-deleted", id="ca/deleted"),
-        pytest.param(_device(status="disabled"), CA, "device-disabled", id="ca/disabled"),
-        pytest.param(
-            _device(auth_type="sas", primary_key="k1"), CA, "device-credentials-changed",
-            id="ca/now-sas",
-        ),
-        pytest.param(
-            _device(auth_type="selfSigned", primary_thumbprint="ab" * 20), SELF, None,
-            id="self/same-thumbprint-other-case",
-        ),
-        pytest.param(
-            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20,
-                    secondary_thumbprint="AB" * 20), SELF, None,
-            id="self/moved-to-secondary",
-        ),
-        pytest.param(
-            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20), SELF,
-            "device-credentials-changed", id="self/replaced",
-        ),
-        pytest.param(
-            _device(auth_type="sas", primary_key="k1", secondary_key="new"), SAS, None,
-            id="sas/other-key-regenerated",
-        ),
-        pytest.param(
-            _device(auth_type="sas", primary_key="k2", secondary_key="k3"), SAS,
-            "device-credentials-changed", id="sas/key-regenerated",
-        ),
-    ],
-)  # fmt: skip
-def test_still_admits(
-    device: DeviceRecord | None, identity: Identity, expected: str | None
-) -> None:
-    assert still_admits(device, identity) == expected
 
 
 def _closed(reason: str) -> float:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from certhub.hub import topics
-from certhub.hub.auth import Identity, authorize, parse_username
+from certhub.hub.auth import Identity, authorize, parse_username, still_admits
 from certhub.hub.issuers import LeafFacts
 from certhub.hub.topics import PublishKind, Subscription
 from certhub.listener import Refusal
@@ -179,13 +179,16 @@ def _decide(device: DeviceRecord | None, **kwargs: Any) -> Identity | Refusal:
 
 def test_policy_certificate_admits() -> None:
     identity = _decide(_device())
-    assert identity == Identity("d1", "certificateAuthority", LEAF.serial_hex, 7, LEAF.not_after)
+    assert identity == Identity(
+        "d1", "certificateAuthority", LEAF.serial_hex, 7, LEAF.not_after, credential=RID.hex()
+    )
 
 
 def test_self_signed_thumbprint_admits_either_thumbprint() -> None:
     device = _device(auth_type="selfSigned", secondary_thumbprint="ab" * 20)
     identity = _decide(device, leaf=dataclasses.replace(LEAF, issuer_ca_id=None))
     assert isinstance(identity, Identity) and identity.auth_type == "selfSigned"
+    assert identity.credential == "AB" * 20
 
 
 def test_sas_admits_with_the_secondary_key() -> None:
@@ -193,6 +196,7 @@ def test_sas_admits_with_the_secondary_key() -> None:
     identity = _decide(device, leaf=None, password=_sas())
     assert isinstance(identity, Identity)
     assert identity.expires_at == NOW + dt.timedelta(hours=1)
+    assert identity.credential == KEY
 
 
 _SAS = {"auth_type": "sas", "primary_key": KEY}
@@ -271,3 +275,51 @@ def test_sas_expiry_is_checked_against_the_given_time() -> None:
     assert _decide(device, password=token.encode(), now=later) == Refusal(
         code=_NOT_AUTHORIZED, reason="sas-expired"
     )
+
+
+# -- re-checking a live session when its device's record changes -------------------------------
+
+_CA_ID = Identity("d1", "certificateAuthority", serial_hex="01", credential=RID.hex())
+_SELF_ID = Identity("d1", "selfSigned", credential="AB" * 20)
+_SAS_ID = Identity("d1", "sas", credential=KEY)
+
+
+@pytest.mark.parametrize(
+    ("device", "identity", "expected"),
+    [
+        pytest.param(_device(), _CA_ID, None, id="ca/unchanged"),
+        pytest.param(
+            _device(revocation_id=bytes(32)), _CA_ID, "revocation-id-rotated", id="ca/rotated"
+        ),
+        pytest.param(None, _CA_ID, "device-deleted", id="ca/deleted"),
+        pytest.param(_device(status="disabled"), _CA_ID, "device-disabled", id="ca/disabled"),
+        pytest.param(
+            _device(**_SAS), _CA_ID, "device-credentials-changed", id="ca/now-sas",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="ab" * 20), _SELF_ID, None,
+            id="self/same-thumbprint-other-case",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20,
+                    secondary_thumbprint="AB" * 20), _SELF_ID, None,
+            id="self/moved-to-secondary",
+        ),
+        pytest.param(
+            _device(auth_type="selfSigned", primary_thumbprint="CD" * 20), _SELF_ID,
+            "device-credentials-changed", id="self/replaced",
+        ),
+        pytest.param(
+            _device(**_SAS, secondary_key=OTHER_KEY), _SAS_ID, None,
+            id="sas/other-key-regenerated",
+        ),
+        pytest.param(
+            _device(auth_type="sas", primary_key=OTHER_KEY), _SAS_ID,
+            "device-credentials-changed", id="sas/key-regenerated",
+        ),
+    ],
+)  # fmt: skip
+def test_still_admits(
+    device: DeviceRecord | None, identity: Identity, expected: str | None
+) -> None:
+    assert still_admits(device, identity) == expected

@@ -7,6 +7,9 @@
   cloud-to-device messages, the telemetry buffer.
 * :class:`EventPoller` — follows the store's ``events`` table (every ~200 ms).
 * Pure modules: :mod:`.twin` (twin semantics), :mod:`.topics`, :mod:`.auth`.
+* The frontend's collaborators: :mod:`.admission` (the CONNECT path), :mod:`.sessions`
+  (live and remote sessions), :mod:`.presence` (connection state written behind),
+  :mod:`.changes` (the change-feed reaction), :mod:`.c2d` (cloud-to-device queues).
 
 Scope on several nodes: a disable/delete/revocation and a desired patch reach the device's
 session on any node (through ``events``); while other nodes are live, direct methods,

@@ -1,6 +1,6 @@
 """Operator commands against a running certhub, mirroring ``az iot hub``.
 
-``certhub device list|show|create|update|disable|enable|delete|revoke``,
+``certhub device list|show|create|update|disable|enable|delete|revoke|health``,
 ``certhub twin show|update``, ``certhub query "…"``, ``certhub certs list``.
 
 They talk to the server's HTTPS service API with the service connection string
@@ -29,7 +29,15 @@ from certhub.cli_common import Refused, console, emit_json, err_console, json_op
 from certhub.pki import PolicyError, parse_duration
 from certhub.sas import generate_sas_token
 
-__all__ = ["ServerFailed", "ServiceClient", "parse_connection_string", "register"]
+__all__ = [
+    "ServerFailed",
+    "ServiceClient",
+    "client_for",
+    "parse_connection_string",
+    "register",
+    "service_options",
+    "show",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 TOKEN_TTL = 3600
@@ -137,7 +145,8 @@ def service_options(fn: F) -> F:
     return fn
 
 
-def _client(connection_string: str, ca_file: Path | None) -> ServiceClient:
+def client_for(connection_string: str, ca_file: Path | None) -> ServiceClient:
+    """A service client for this command invocation (closed with the click context)."""
     client = ServiceClient(connection_string, ca_file)
     click.get_current_context().call_on_close(client.close)
     return client
@@ -159,7 +168,8 @@ def _etag_header(etag: str | None) -> dict[str, str]:
     return {"If-Match": f'"{etag}"' if etag and etag != "*" else "*"}
 
 
-def _show(value: Any, as_json: bool, columns: list[str] | None = None) -> None:
+def show(value: Any, as_json: bool, columns: list[str] | None = None) -> None:
+    """Print ``value`` as JSON (``--json``) or as a table (a list) / key-value rows."""
     if as_json:
         emit_json(value)
         return
@@ -208,9 +218,9 @@ def device() -> None:
 @click.option("--top", type=click.IntRange(1, 1000), default=1000, show_default=True)
 def device_list(connection_string: str, ca_file: Path | None, as_json: bool, top: int) -> None:
     """List devices."""
-    items = _client(connection_string, ca_file).request("GET", "/devices", params={"top": top})
+    items = client_for(connection_string, ca_file).request("GET", "/devices", params={"top": top})
     devices = items.json()
-    _show(devices if as_json else [_device_row(d) for d in devices], as_json, DEVICE_COLUMNS)
+    show(devices if as_json else [_device_row(d) for d in devices], as_json, DEVICE_COLUMNS)
 
 
 @device.command("show")
@@ -220,8 +230,9 @@ def device_show(
     connection_string: str, ca_file: Path | None, as_json: bool, device_id: str
 ) -> None:
     """Show one device."""
-    _show(
-        _client(connection_string, ca_file).request("GET", f"/devices/{device_id}").json(), as_json
+    show(
+        client_for(connection_string, ca_file).request("GET", f"/devices/{device_id}").json(),
+        as_json,
     )
 
 
@@ -271,8 +282,8 @@ def device_create(
         "authentication": authentication,
         "policyName": policy_name,
     }
-    client = _client(connection_string, ca_file)
-    _show(client.request("PUT", f"/devices/{device_id}", json=body).json(), as_json)
+    client = client_for(connection_string, ca_file)
+    show(client.request("PUT", f"/devices/{device_id}", json=body).json(), as_json)
 
 
 def _update_device(
@@ -306,8 +317,8 @@ def device_update(
     changes = {k: v for k, v in {"status": status, "statusReason": status_reason}.items() if v}
     if not changes:
         raise Refused("nothing to change: give --status or --status-reason")
-    client = _client(connection_string, ca_file)
-    _show(_update_device(client, device_id, etag, changes), as_json)
+    client = client_for(connection_string, ca_file)
+    show(_update_device(client, device_id, etag, changes), as_json)
 
 
 @device.command("disable")
@@ -325,8 +336,8 @@ def device_disable(
 ) -> None:
     """Disable a device: its live session is closed and it cannot connect."""
     changes = {"status": "disabled", "statusReason": reason}
-    client = _client(connection_string, ca_file)
-    _show(_update_device(client, device_id, etag, changes), as_json)
+    client = client_for(connection_string, ca_file)
+    show(_update_device(client, device_id, etag, changes), as_json)
 
 
 @device.command("enable")
@@ -338,8 +349,8 @@ def device_enable(
 ) -> None:
     """Enable a device again."""
     changes = {"status": "enabled", "statusReason": None}
-    client = _client(connection_string, ca_file)
-    _show(_update_device(client, device_id, etag, changes), as_json)
+    client = client_for(connection_string, ca_file)
+    show(_update_device(client, device_id, etag, changes), as_json)
 
 
 @device.command("delete")
@@ -350,9 +361,9 @@ def device_delete(
     connection_string: str, ca_file: Path | None, as_json: bool, device_id: str, etag: str | None
 ) -> None:
     """Delete a device and its twin (its certificates stay in the inventory)."""
-    client = _client(connection_string, ca_file)
+    client = client_for(connection_string, ca_file)
     client.request("DELETE", f"/devices/{device_id}", headers=_etag_header(etag))
-    _show({"deleted": device_id}, as_json)
+    show({"deleted": device_id}, as_json)
 
 
 @device.command("revoke")
@@ -369,9 +380,9 @@ def device_revoke(
     disable: bool,
 ) -> None:
     """Revoke every certificate of a device (it must register again to get a new one)."""
-    client = _client(connection_string, ca_file)
+    client = client_for(connection_string, ca_file)
     body = {"reason": reason, "disable": disable}
-    _show(
+    show(
         client.request("POST", f"/certhub/v1/devices/{device_id}/revoke", json=body).json(), as_json
     )
 
@@ -389,7 +400,9 @@ def twin() -> None:
 @click.argument("device_id")
 def twin_show(connection_string: str, ca_file: Path | None, as_json: bool, device_id: str) -> None:
     """Show a twin."""
-    _show(_client(connection_string, ca_file).request("GET", f"/twins/{device_id}").json(), as_json)
+    show(
+        client_for(connection_string, ca_file).request("GET", f"/twins/{device_id}").json(), as_json
+    )
 
 
 @twin.command("update")
@@ -415,9 +428,9 @@ def twin_update(
         body["properties"] = {"desired": patch}
     if not body:
         raise Refused("nothing to change: give --tags and/or --desired")
-    client = _client(connection_string, ca_file)
+    client = client_for(connection_string, ca_file)
     response = client.request("PATCH", f"/twins/{device_id}", json=body, headers=_etag_header(etag))
-    _show(response.json(), as_json)
+    show(response.json(), as_json)
 
 
 # -- query --------------------------------------------------------------------------------
@@ -437,7 +450,7 @@ def query(
     max_items: int | None,
 ) -> None:
     """Run an IoT Hub query (devices, or certhub's certificates), following every page."""
-    client = _client(connection_string, ca_file)
+    client = client_for(connection_string, ca_file)
     items: list[Any] = []
     token: str | None = None
     while max_items is None or len(items) < max_items:
@@ -449,7 +462,7 @@ def query(
         token = response.headers.get("x-ms-continuation")
         if not token:
             break
-    _show(items[:max_items] if max_items else items, as_json)
+    show(items[:max_items] if max_items else items, as_json)
 
 
 # -- certs --------------------------------------------------------------------------------
@@ -490,15 +503,18 @@ def certs_list(
         except PolicyError as exc:
             raise Refused(f"--expiring-within: {exc}") from exc
         params["expiringBefore"] = (dt.datetime.now(dt.UTC) + window).isoformat()
-    response = _client(connection_string, ca_file).request(
+    response = client_for(connection_string, ca_file).request(
         "GET", "/certhub/v1/certificates", params=params
     )
     items = response.json()["items"]
     columns = ["serialNumber", "deviceId", "policy", "notAfter", "state", "lifecycle"]
-    _show(items, as_json, columns)
+    show(items, as_json, columns)
 
 
 def register(cli: click.Group) -> None:
     """Attach the operator commands to the top-level command."""
+    from certhub.cli_health import health
+
+    device.add_command(health)
     for command in (device, twin, query, certs):
         cli.add_command(command)

@@ -115,6 +115,27 @@ def test_certs_list_filters(run: Any, endpoint: ServiceEndpoint) -> None:
     assert code == 0 and "serialNumber" in out
 
 
+def test_device_health_pages_and_filters(run: Any) -> None:
+    for i in range(3):
+        _json(run, "device", "create", f"cli-h{i}")
+    _json(run, "device", "disable", "cli-h1")
+    every = _json(run, "device", "health")
+    mine = {d["deviceId"]: d for d in every if d["deviceId"].startswith("cli-h")}
+    assert {k: v["lifecycle"] for k, v in mine.items()} == {
+        "cli-h0": "no-certificate",
+        "cli-h1": "disabled",
+        "cli-h2": "no-certificate",
+    }
+    assert mine["cli-h1"]["status"] == "disabled" and mine["cli-h0"]["certificate"] is None
+    disabled = _json(run, "device", "health", "--lifecycle", "disabled")
+    assert "cli-h1" in [d["deviceId"] for d in disabled]
+    assert {d["lifecycle"] for d in disabled} == {"disabled"}
+    two = _json(run, "device", "health", "--limit", "2")
+    assert [d["deviceId"] for d in two] == [d["deviceId"] for d in every[:2]]
+    code, out = run("device", "health", "--lifecycle", "disabled")
+    assert code == 0 and "cli-h1" in out and "disabled" in out
+
+
 @pytest.mark.parametrize(
     ("args", "env", "needle"),
     [
@@ -131,6 +152,12 @@ def test_certs_list_filters(run: Any, endpoint: ServiceEndpoint) -> None:
             id="reject/tags-json",
         ),
         pytest.param(("twin", "update", "x"), {}, "nothing to change", id="reject/empty-update"),
+        pytest.param(
+            ("device", "health", "--lifecycle", "fine"),
+            {},
+            "Invalid value for '--lifecycle'",
+            id="reject/lifecycle",
+        ),
         pytest.param(
             ("certs", "list", "--expiring-within", "soon"),
             {},

@@ -67,6 +67,16 @@ def test_at_risk_lists_expired_and_overdue_first_and_search_filters(fleet: Fleet
     assert [i["deviceId"] for i in found["items"]] == ["revoked-a"]
 
 
+def test_a_longer_page_of_at_risk_devices_comes_from_the_store(fleet: Fleet) -> None:
+    with fleet.client() as client:
+        cached = client.get("/dashboard/api/devices", params={"limit": 3}).json()["items"]
+        live = client.get("/dashboard/api/devices", params={"limit": 500}).json()["items"]
+        refused = client.get("/dashboard/api/devices", params={"limit": 501})
+    assert live[:3] == cached
+    assert len(live) == 14  # every device but the revoked and disabled ones
+    assert refused.status_code == 422
+
+
 def test_device_detail_has_history_twin_and_audit(fleet: Fleet) -> None:
     with fleet.client() as client:
         detail = client.get("/dashboard/api/devices/revoked-b").json()

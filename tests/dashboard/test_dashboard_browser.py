@@ -3,12 +3,14 @@
 Against a server with the small fleet of :mod:`fleetkit`: the counts the page shows equal
 the admin API's, searching finds a device, revoking it through the page (confirming the
 dialog) changes its state on the page and in the API, and a screenshot goes to
-``docs/dashboard.png``. Skipped only when chromium is absent (playwright, the python
-package, drives the system chromium through ``executable_path``: no browser download).
+``docs/dashboard.png`` (the README shows it), or into ``CERTHUB_SCREENSHOT_DIR`` when that
+is set. Skipped only when chromium is absent (playwright, the python package, drives the
+system chromium through ``executable_path``: no browser download).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +20,7 @@ import pytest
 from fleetkit import Fleet, admin_counts, fleet_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
 STATES = ("healthy", "renewal-due", "overdue", "expired", "revoked", "disabled", "no-certificate")
 
 pytestmark = [
@@ -55,6 +57,12 @@ def page(fleet: Fleet) -> Iterator[Any]:
         finally:
             context.close()
             browser.close()
+
+
+def screenshot_path() -> Path:
+    """``docs/dashboard.png``, or ``dashboard.png`` in ``$CERTHUB_SCREENSHOT_DIR``."""
+    directory = os.environ.get("CERTHUB_SCREENSHOT_DIR")
+    return Path(directory) / "dashboard.png" if directory else DOCS_SCREENSHOT
 
 
 def shown_counts(page: Any) -> dict[str, int]:
@@ -97,8 +105,10 @@ def test_dashboard_counts_search_and_revoke(fleet: Fleet, page: Any) -> None:
 
     page.fill("#search", "")
     page.wait_for_function("document.querySelectorAll('#devices tbody tr').length > 1")
-    SCREENSHOT.parent.mkdir(exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT), full_page=True)
+    target = screenshot_path()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(target), full_page=True)
+    assert target.stat().st_size > 0
 
 
 def test_dismissing_the_dialog_changes_nothing(fleet: Fleet, page: Any) -> None:

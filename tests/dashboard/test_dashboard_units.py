@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from certhub.dashboard import at_risk, dashboard_token, is_loopback, token_matches
-from certhub.dashboard.fleet import BUCKETS, FleetSnapshot, timeline
+from certhub.dashboard import dashboard_token, is_loopback, token_matches
+from certhub.dashboard.fleet import FleetSnapshot, SnapshotCache
+from certhub.dashboard.reference import BUCKETS, ReferenceFleet, at_risk, timeline
 from certhub.registry._service import DeviceLifecycle
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -108,13 +109,11 @@ def test_timeline_buckets_expiries_windows_and_recent_issuance() -> None:
         "a": (NOW + dt.timedelta(seconds=-1), NOW),
         "b": (NOW + dt.timedelta(seconds=60), NOW),
     }
-    snapshot = FleetSnapshot(
+    snapshot = ReferenceFleet(
         taken_at=NOW,
-        development=True,
         devices=devices,
         windows=windows,
         issued_at=[NOW - dt.timedelta(seconds=2), NOW - dt.timedelta(seconds=500)],
-        cas=[],
         horizon_seconds=120.0,
     )
     t = timeline(snapshot)
@@ -150,3 +149,28 @@ def test_dashboard_token_command_refuses_a_missing_data_dir(tmp_path: Path) -> N
 
     result = CliRunner().invoke(dashboard_token_command, ["--data-dir", str(tmp_path / "none")])
     assert result.exit_code == 2 and "is not a data directory" in result.output
+
+
+def test_the_cache_hands_the_previous_horizon_to_the_next_snapshot() -> None:
+    hints: list[float | None] = []
+
+    def take(hint: float | None) -> FleetSnapshot:
+        hints.append(hint)
+        return FleetSnapshot(
+            taken_at=NOW,
+            development=True,
+            total=0,
+            connected=0,
+            counts={},
+            timeline={},
+            at_risk=[],
+            cas=[],
+            horizon_seconds=120.0 + len(hints),
+        )
+
+    cache = SnapshotCache(take, max_age=3600)
+    first = cache.get()
+    assert cache.get() is first and hints == [None]
+    cache.invalidate()
+    assert cache.get().horizon_seconds == 122.0
+    assert hints == [None, 121.0]

@@ -1,50 +1,57 @@
 """The fleet as the dashboard and ``/metrics`` see it: one cached snapshot of the store.
 
-:func:`take_snapshot` reads, in a few queries, every device's lifecycle (the admin API's
-rules: :meth:`~certhub.registry.Store.list_device_lifecycles`, so the counts equal
-``GET /certhub/v1/devices?lifecycle=…``), the renewal windows, the certificates issued
-recently and the CAs. :class:`SnapshotCache` keeps it for ``max_age`` seconds so that
-a dashboard polling every few seconds and a Prometheus scrape share the work.
+:func:`take_snapshot` asks the store for aggregates, never for one row per device
+(:mod:`certhub.registry._fleet`): counts by lifecycle (the admin API's rules, so they
+equal ``GET /certhub/v1/devices?lifecycle=…``), connected devices, the expiry and
+renewal-window histograms and the first :data:`AT_RISK_KEPT` at-risk devices (``ORDER BY
+… LIMIT``) in one statement over the lifecycle join; certificates issued recently in
+another; and the CAs.
+:class:`SnapshotCache` keeps it for ``max_age`` seconds so that a dashboard polling
+every few seconds and a Prometheus scrape share the work.
 
 The timeline's scale follows the fleet: its horizon is the longest validity among the
 devices' current certificates (else the longest active policy's; at least a minute, at
 most 90 days) in 24 buckets, so a development fleet on 2-minute certificates is drawn
 in seconds and minutes and a production one in days; the recent renewal rate covers
-the same span backwards.
+the same span backwards. The histogram needs the horizon before it can bucket, so
+:func:`take_snapshot` buckets with the previous snapshot's horizon (``horizon_hint``)
+and asks again only when the horizon moved. Bucket edges reproduce the former float
+arithmetic (:func:`certhub.dashboard.reference.bucket_of`) to the microsecond.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import functools
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-import sqlalchemy as sa
-
+from certhub.dashboard.reference import BUCKETS, clamp_horizon
 from certhub.metrics import CaExpiry, FleetFigures
 from certhub.registry import Store
-from certhub.registry._renewal import renewal_status
-from certhub.registry._service import DEVICE_LIFECYCLES, DeviceLifecycle, LifecycleRule
-from certhub.registry.schema import certificates
+from certhub.registry._fleet import AtRiskDevice, Buckets, FleetAggregate
+from certhub.registry._service import LifecycleRule
 
 __all__ = [
+    "AT_RISK_KEPT",
+    "AT_RISK_LIMIT",
     "BUCKETS",
+    "CaInfo",
     "FleetSnapshot",
     "SnapshotCache",
-    "at_risk",
+    "bucket_edges",
     "take_snapshot",
-    "timeline",
 ]
 
-BUCKETS = 24
-_PAGE = 5000
-_MIN_HORIZON = 60.0
-_MAX_HORIZON = 90 * 86400.0
-#: Lifecycles that need an operator's eye, most urgent first (the at-risk table's order).
-_RISK_ORDER = ("expired", "overdue", "renewal-due", "healthy", "no-certificate")
+#: At-risk devices kept in a snapshot (the page asks for 50; a larger ``limit`` or a
+#: search asks the store).
+AT_RISK_KEPT = 100
+#: The most ``GET /dashboard/api/devices`` returns.
+AT_RISK_LIMIT = 500
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,16 +66,22 @@ class CaInfo:
 
 @dataclass(frozen=True, kw_only=True)
 class FleetSnapshot:
-    """The fleet at ``taken_at``: see the module docstring."""
+    """The fleet at ``taken_at``: see the module docstring.
+
+    ``timeline`` is the overview's JSON object (``bucketSeconds``, ``horizonSeconds``,
+    ``expiries``, ``renewalWindows``, ``issued`` — oldest issuance bucket first);
+    ``at_risk`` the first :data:`AT_RISK_KEPT` devices of the unfiltered at-risk list.
+    """
 
     taken_at: dt.datetime
     development: bool
-    devices: list[DeviceLifecycle]
-    windows: dict[str, tuple[dt.datetime, dt.datetime]]
-    issued_at: list[dt.datetime]
+    total: int
+    connected: int
+    counts: dict[str, int]
+    timeline: dict[str, Any]
+    at_risk: list[AtRiskDevice]
     cas: list[CaInfo]
     horizon_seconds: float
-    counts: dict[str, int] = field(default_factory=dict)
 
     def figures(self) -> FleetFigures:
         """The store-derived metrics (:class:`certhub.metrics.FleetCollector`)."""
@@ -84,28 +97,34 @@ class FleetSnapshot:
         return FleetFigures(devices_by_lifecycle=dict(self.counts), ca_expiry=expiry)
 
 
-def _all_lifecycles(store: Store, now: dt.datetime, rule: LifecycleRule) -> list[DeviceLifecycle]:
-    out: list[DeviceLifecycle] = []
-    after: str | None = None
-    while True:
-        page = store.list_device_lifecycles(now=now, rule=rule, limit=_PAGE, after_device_id=after)
-        out.extend(page)
-        if len(page) < _PAGE:
-            return out
-        after = page[-1].device_id
+def _index(microseconds: int, width: float) -> int:
+    """:func:`~certhub.dashboard.reference.bucket_of`'s arithmetic, before its range check
+    (``timedelta.total_seconds()`` is the microseconds over 10**6, correctly rounded)."""
+    return int((microseconds / 10**6) // width)
 
 
-def _windows(store: Store) -> dict[str, tuple[dt.datetime, dt.datetime]]:
-    r = renewal_status
-    stmt = sa.select(r.c.device_id, r.c.renew_after, r.c.renew_before)
-    return {row[0]: (row[1], row[2]) for row in store.run_select(stmt)}
+def _first_offset(index: int, width: float, hi: int) -> int:
+    """The smallest offset in microseconds whose :func:`_index` is at least ``index``."""
+    lo = 0
+    while _index(hi, width) < index:
+        hi *= 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _index(mid, width) >= index:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
-def _issued_since(store: Store, since: dt.datetime) -> list[dt.datetime]:
-    c = certificates
-    # notAfter >= since narrows through its index: anything created since then ends later.
-    stmt = sa.select(c.c.created_at).where(c.c.not_after >= since, c.c.created_at >= since)
-    return [row[0] for row in store.run_select(stmt)]
+@functools.lru_cache(maxsize=16)
+def bucket_edges(horizon_seconds: float, buckets: int = BUCKETS) -> tuple[dt.timedelta, ...]:
+    """``buckets + 1`` edges: an offset falls in bucket ``i`` of
+    :func:`~certhub.dashboard.reference.bucket_of` exactly when it lies in
+    ``[edges[i], edges[i+1])`` (offsets in whole microseconds). Cached per horizon."""
+    width = horizon_seconds / buckets
+    hi = int(horizon_seconds * 1e6) + 1
+    return tuple(dt.timedelta(microseconds=_first_offset(i, width, hi)) for i in range(buckets + 1))
 
 
 def _cas(store: Store, namespace: str) -> list[CaInfo]:
@@ -118,116 +137,92 @@ def _cas(store: Store, namespace: str) -> list[CaInfo]:
     ]
 
 
-def _horizon(store: Store, namespace: str, devices: Sequence[DeviceLifecycle]) -> float:
-    """The longest validity among the devices' current certificates (else the policies')."""
-    spans = [
-        (d.not_after - d.not_before).total_seconds()
-        for d in devices
-        if d.not_after is not None and d.not_before is not None and d.lifecycle != "revoked"
-    ]
-    longest = max(spans, default=0.0)
-    if not longest:
-        ns = store.get_namespace(namespace)
-        policies = [] if ns is None else store.list_policies(ns.id)
-        longest = max((p.validity_seconds for p in policies if p.state == "active"), default=0)
-    return float(min(max(longest, _MIN_HORIZON), _MAX_HORIZON))
+def _horizon(store: Store, namespace: str, aggregate: FleetAggregate) -> float:
+    span = aggregate.longest_validity
+    longest = span.total_seconds() if span is not None else 0.0
+    if longest:
+        return clamp_horizon(longest, 0.0)
+    ns = store.get_namespace(namespace)
+    policies = [] if ns is None else store.list_policies(ns.id)
+    policy = max((p.validity_seconds for p in policies if p.state == "active"), default=0)
+    return clamp_horizon(0.0, float(policy))
+
+
+def _aggregate(
+    store: Store, now: dt.datetime, rule: LifecycleRule, namespace: str, hint: float | None
+) -> tuple[FleetAggregate, float, Buckets]:
+    """The aggregate (with the at-risk list) bucketed by its own horizon, that horizon and
+    its buckets."""
+    buckets = None if hint is None else Buckets(now=now, edges=bucket_edges(hint))
+    first = store.fleet_aggregate(now=now, rule=rule, buckets=buckets, at_risk=AT_RISK_KEPT)
+    horizon = _horizon(store, namespace, first)
+    if buckets is not None and horizon == hint:
+        return first, horizon, buckets
+    buckets = Buckets(now=now, edges=bucket_edges(horizon))
+    again = store.fleet_aggregate(now=now, rule=rule, buckets=buckets)
+    return dataclasses.replace(again, at_risk=first.at_risk), horizon, buckets
 
 
 def take_snapshot(
-    store: Store, now: dt.datetime, *, namespace: str = "default", rule: LifecycleRule
+    store: Store,
+    now: dt.datetime,
+    *,
+    namespace: str = "default",
+    rule: LifecycleRule,
+    horizon_hint: float | None = None,
 ) -> FleetSnapshot:
-    """Read the fleet from the store (blocking; a few queries)."""
-    devices = _all_lifecycles(store, now, rule)
-    counts = dict.fromkeys(DEVICE_LIFECYCLES, 0)
-    for device in devices:
-        counts[device.lifecycle] = counts.get(device.lifecycle, 0) + 1
-    horizon = _horizon(store, namespace, devices)
+    """Read the fleet from the store (blocking; a few aggregate statements).
+
+    ``horizon_hint``: the previous snapshot's ``horizon_seconds``; when it still holds,
+    counts and histograms come from one statement (else two).
+    """
+    aggregate, horizon, buckets = _aggregate(store, now, rule, namespace, horizon_hint)
+    issued = store.count_issued(buckets=buckets)
+    timeline = {
+        "bucketSeconds": horizon / BUCKETS,
+        "horizonSeconds": horizon,
+        "expiries": aggregate.expiries,
+        "renewalWindows": aggregate.renewal_windows,
+        "issued": issued[::-1],
+    }
     return FleetSnapshot(
         taken_at=now,
         development=store.get_setting("development") == "1",
-        devices=devices,
-        windows=_windows(store),
-        issued_at=_issued_since(store, now - dt.timedelta(seconds=horizon)),
+        total=aggregate.total,
+        connected=aggregate.connected,
+        counts=aggregate.counts,
+        timeline=timeline,
+        at_risk=aggregate.at_risk,
         cas=_cas(store, namespace),
         horizon_seconds=horizon,
-        counts=counts,
     )
 
 
-def _bucket(offset: float, width: float) -> int | None:
-    index = int(offset // width)
-    return index if 0 <= index < BUCKETS else None
-
-
-def timeline(snapshot: FleetSnapshot) -> dict[str, Any]:
-    """Upcoming expiries and renewal-window openings per bucket, and recent issuance."""
-    width = snapshot.horizon_seconds / BUCKETS
-    now = snapshot.taken_at
-    expiries, windows, issued = [0] * BUCKETS, [0] * BUCKETS, [0] * BUCKETS
-    for device in snapshot.devices:
-        if device.lifecycle in ("revoked", "disabled", "no-certificate", "expired"):
-            continue
-        if device.not_after is not None:
-            i = _bucket((device.not_after - now).total_seconds(), width)
-            if i is not None:
-                expiries[i] += 1
-        window = snapshot.windows.get(device.device_id)
-        if window is not None and window[0] > now:
-            i = _bucket((window[0] - now).total_seconds(), width)
-            if i is not None:
-                windows[i] += 1
-    for at in snapshot.issued_at:
-        i = _bucket((now - at).total_seconds(), width)
-        if i is not None:
-            issued[BUCKETS - 1 - i] += 1
-    return {
-        "bucketSeconds": width,
-        "horizonSeconds": snapshot.horizon_seconds,
-        "expiries": expiries,
-        "renewalWindows": windows,
-        "issued": issued,
-    }
-
-
-def _risk_key(device: DeviceLifecycle) -> tuple[int, float, str]:
-    rank = _RISK_ORDER.index(device.lifecycle) if device.lifecycle in _RISK_ORDER else 9
-    expiry = device.not_after.timestamp() if device.not_after is not None else float("inf")
-    # Soonest expiry first; expired and overdue ones lead regardless.
-    return (0 if rank <= 1 else 1, expiry, device.device_id)
-
-
-def at_risk(
-    devices: Sequence[DeviceLifecycle], *, search: str = "", limit: int = 50
-) -> list[DeviceLifecycle]:
-    """Devices sorted by soonest expiry (expired and overdue first); ``search`` filters
-    by a case-insensitive substring of the device id (then every lifecycle is listed)."""
-    needle = search.strip().lower()
-    if needle:
-        chosen = [d for d in devices if needle in d.device_id.lower()]
-    else:
-        chosen = [d for d in devices if d.lifecycle not in ("revoked", "disabled")]
-    return sorted(chosen, key=_risk_key)[:limit]
-
-
 class SnapshotCache:
-    """The last snapshot, re-read when older than ``max_age`` seconds (thread-safe)."""
+    """The last snapshot, re-read when older than ``max_age`` seconds (thread-safe).
 
-    def __init__(self, take: Callable[[], FleetSnapshot], max_age: float = 2.0) -> None:
+    ``take`` receives the previous snapshot's horizon (None at first), for
+    :func:`take_snapshot`'s ``horizon_hint``.
+    """
+
+    def __init__(self, take: Callable[[float | None], FleetSnapshot], max_age: float = 2.0) -> None:
         self._take = take
         self.max_age = max_age
         self._lock = threading.Lock()
         self._value: FleetSnapshot | None = None
+        self._horizon: float | None = None
         self._at = 0.0
 
     def get(self) -> FleetSnapshot:
         """The cached snapshot, or a fresh one (blocking)."""
         with self._lock:
             if self._value is None or time.monotonic() - self._at > self.max_age:
-                self._value = self._take()
+                self._value = self._take(self._horizon)
+                self._horizon = self._value.horizon_seconds
                 self._at = time.monotonic()
             return self._value
 
     def invalidate(self) -> None:
-        """Forget the snapshot (after the dashboard changed a device)."""
+        """Forget the snapshot (after the dashboard changed a device); keep the horizon."""
         with self._lock:
             self._value = None

@@ -15,7 +15,8 @@
 
 Every ``/dashboard/api`` route except ``session`` needs the dashboard token
 (:mod:`certhub.dashboard.auth`) unless the dashboard is open (development profile,
-loopback bind, loopback client). Counts come from :mod:`certhub.dashboard.fleet`.
+loopback bind, loopback client). Counts, timeline and the unfiltered at-risk list come
+from the cached snapshot (:mod:`certhub.dashboard.fleet`); a search asks the store.
 """
 
 from __future__ import annotations
@@ -34,13 +35,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from certhub.bootstrap import service_keys
 from certhub.clock import Clock
 from certhub.dashboard.auth import is_loopback, token_matches
-from certhub.dashboard.fleet import FleetSnapshot, SnapshotCache, at_risk, timeline
+from certhub.dashboard.fleet import AT_RISK_KEPT, AT_RISK_LIMIT, FleetSnapshot, SnapshotCache
 from certhub.hub.errors import DeviceNotFound
 from certhub.hub.storage import service_twin
 from certhub.query import format_timestamp
 from certhub.rand import Random
 from certhub.registry import NotFound as StoreNotFound
 from certhub.registry import Store
+from certhub.registry._fleet import AtRiskDevice
 from certhub.registry._service import LifecycleRule
 from certhub.registry.records import AuditEvent
 from certhub.service.admin import audit_json, certificate_json, lifecycle_json
@@ -134,16 +136,21 @@ def _ca_json(snapshot: FleetSnapshot) -> list[dict[str, Any]]:
 
 def overview_json(snapshot: FleetSnapshot) -> dict[str, Any]:
     """``GET /dashboard/api/overview``."""
-    connected = sum(1 for d in snapshot.devices if d.connection_state == "Connected")
     return {
         "takenAt": _ts(snapshot.taken_at),
         "development": snapshot.development,
-        "total": len(snapshot.devices),
-        "connected": connected,
+        "total": snapshot.total,
+        "connected": snapshot.connected,
         "counts": snapshot.counts,
-        "timeline": timeline(snapshot),
+        "timeline": snapshot.timeline,
         "cas": _ca_json(snapshot),
     }
+
+
+def _at_risk(ctx: DashboardContext, search: str, limit: int) -> list[AtRiskDevice]:
+    """A search, or a longer page, of the at-risk list from the store (``… LIMIT``)."""
+    now = ctx.clock.now()
+    return ctx.store.list_at_risk(now=now, rule=ctx.rule, search=search, limit=limit)
 
 
 def _device_detail(ctx: DashboardContext, device_id: str) -> dict[str, Any] | None:
@@ -267,14 +274,14 @@ def dashboard_router(ctx: DashboardContext) -> APIRouter:
 
     @router.get("/api/devices", dependencies=need)
     async def devices(
-        search: str = Query("", max_length=128), limit: int = Query(50, ge=1, le=500)
+        search: str = Query("", max_length=128), limit: int = Query(50, ge=1, le=AT_RISK_LIMIT)
     ) -> JSONResponse:
         snap = await snapshot()
-        rows = at_risk(snap.devices, search=search, limit=limit)
-        items = []
-        for d in rows:
-            window = snap.windows.get(d.device_id)
-            items.append({**lifecycle_json(d), "renewAfter": _ts(window[0]) if window else None})
+        if search.strip() or limit > AT_RISK_KEPT:
+            rows: list[AtRiskDevice] = await ctx.run(_at_risk, ctx, search, limit)
+        else:
+            rows = snap.at_risk[:limit]
+        items = [{**lifecycle_json(r.device), "renewAfter": _ts(r.renew_after)} for r in rows]
         return JSONResponse({"items": items, "takenAt": _ts(snap.taken_at)})
 
     @router.get("/api/devices/{id}", dependencies=need)

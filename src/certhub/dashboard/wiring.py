@@ -41,7 +41,11 @@ def http_routers(server: Server, *, rule: LifecycleRule | None = None) -> list[A
     return [dashboard_router(context), metrics_router(collector, server.run)]
 
 
-def _take(server: Server, rule: LifecycleRule) -> FleetSnapshot:
+def _take(server: Server, rule: LifecycleRule, horizon_hint: float | None) -> FleetSnapshot:
     return take_snapshot(
-        server.store, server.clock.now(), namespace=server.config.namespace, rule=rule
+        server.store,
+        server.clock.now(),
+        namespace=server.config.namespace,
+        rule=rule,
+        horizon_hint=horizon_hint,
     )

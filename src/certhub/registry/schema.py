@@ -224,6 +224,8 @@ certificates = sa.Table(
     sa.Index("ix_certificates_device_id", "device_id"),
     # 0010: key first, so a batch looks its keys up by hash (one probe each)
     sa.Index("ix_certificates_public_key_sha256_device_id", "public_key_sha256", "device_id"),
+    # 0011: each device's newest certificate from the index alone (lifecycles, dashboard)
+    sa.Index("ix_certificates_device_id_created_at", "device_id", "created_at", "serial_hex"),
     sa.Index("ix_certificates_not_after", "not_after"),
     sa.Index("ix_certificates_state_not_after", "state", "not_after"),
     sa.Index("ix_certificates_issuer_ca_id", "issuer_ca_id"),

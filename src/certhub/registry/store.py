@@ -31,6 +31,7 @@ from certhub.registry._devices import DeviceMixin
 from certhub.registry._dps import DpsMixin
 from certhub.registry._enrollments import EnrollmentMixin
 from certhub.registry._events import EventsMixin
+from certhub.registry._fleet import FleetMixin
 from certhub.registry._issuance import IssuanceWriter
 from certhub.registry._operations import OperationMixin
 from certhub.registry._pki import PkiMixin
@@ -53,6 +54,7 @@ class Store(
     DpsMixin,
     EnrollmentMixin,
     EventsMixin,
+    FleetMixin,
     OperationMixin,
     PkiMixin,
     RenewalMixin,

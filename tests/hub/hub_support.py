@@ -2,6 +2,8 @@
 
 paho hides some things the hub tests need to see: the order of answers to pipelined
 packets, the moment the server closes, a CONNECT with no client-side keep-alive traffic.
+Also :class:`RecordingLink`, a listener link that records instead of sending, for the
+socket-free unit tests of the hub's parts.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import ssl
 import time
 from pathlib import Path
 
+from certhub.listener import PeerInfo
 from certhub.mqtt import ClientConnection, Connect, Packet
 from serverkit import API_VERSION, DevicePems, RunningServer
 
@@ -76,3 +79,25 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+class RecordingLink:
+    """A Link that keeps what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, int]] = []
+        self.closed_with: str | None = None
+
+    @property
+    def peer(self) -> PeerInfo:
+        return PeerInfo(address="127.0.0.1", port=1, client_cert_der=None)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
+        self.sent.append((topic, payload, qos))
+
+    def close(self, reason: str) -> None:
+        self.closed_with = reason
+
+    @property
+    def closed(self) -> bool:
+        return self.closed_with is not None

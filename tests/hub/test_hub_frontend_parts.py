@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from hub_support import RecordingLink
 
 from certhub.clock import SystemClock
 from certhub.hub import HubFrontend
 from certhub.hub.auth import Identity
 from certhub.hub.presence import PresenceWriter
 from certhub.hub.session import HubSession
-from certhub.listener import PeerInfo
 from certhub.listener.api import Refusal
 from certhub.mqtt import Connect, ConnectReturnCode
 from certhub.rand import SystemRandom
@@ -29,28 +29,6 @@ from certhub.sas import generate_sas_token
 
 HOST = "hub.example"
 KEY = base64.b64encode(b"k" * 32).decode()
-
-
-class RecordingLink:
-    """A Link that keeps what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, int]] = []
-        self.closed_with: str | None = None
-
-    @property
-    def peer(self) -> PeerInfo:
-        return PeerInfo(address="127.0.0.1", port=1, client_cert_der=None)
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
-        self.sent.append((topic, payload, qos))
-
-    def close(self, reason: str) -> None:
-        self.closed_with = reason
-
-    @property
-    def closed(self) -> bool:
-        return self.closed_with is not None
 
 
 @pytest.fixture

@@ -7,37 +7,15 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from hub_support import RecordingLink
 
 from certhub.clock import SystemClock
 from certhub.hub import HubFrontend
 from certhub.hub.auth import Identity
 from certhub.hub.session import HubSession
-from certhub.listener import PeerInfo
 from certhub.mqtt import Publish, RemoteProtocolError
 from certhub.rand import SystemRandom
 from certhub.registry import Store
-
-
-class RecordingLink:
-    """A Link that keeps what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, int]] = []
-        self.closed_with: str | None = None
-
-    @property
-    def peer(self) -> PeerInfo:
-        return PeerInfo(address="127.0.0.1", port=1, client_cert_der=None)
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 0) -> None:
-        self.sent.append((topic, payload, qos))
-
-    def close(self, reason: str) -> None:
-        self.closed_with = reason
-
-    @property
-    def closed(self) -> bool:
-        return self.closed_with is not None
 
 
 async def _run(fn_store: Store) -> tuple[RecordingLink, HubSession]:

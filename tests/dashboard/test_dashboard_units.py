@@ -174,3 +174,38 @@ def test_the_cache_hands_the_previous_horizon_to_the_next_snapshot() -> None:
     cache.invalidate()
     assert cache.get().horizon_seconds == 122.0
     assert hints == [None, 121.0]
+
+
+def test_snapshot_cache_age_limit_grows_with_the_snapshot_cost() -> None:
+    now = [0.0]
+    cost = [0.05]
+    taken: list[float] = []
+
+    def take(hint: float | None) -> FleetSnapshot:
+        taken.append(now[0])
+        now[0] += cost[0]  # the snapshot's own duration
+        return FleetSnapshot(
+            taken_at=NOW,
+            development=True,
+            total=0,
+            connected=0,
+            counts={},
+            timeline={},
+            at_risk=[],
+            cas=[],
+            horizon_seconds=120.0,
+        )
+
+    cache = SnapshotCache(take, max_age=2.0, cost_factor=10.0, monotonic=lambda: now[0])
+    cache.get()
+    assert cache.age_limit == 2.0  # a cheap snapshot: max_age
+    now[0] += 2.5
+    cost[0] = 0.5  # the fleet grew: the next one takes 0.5 s
+    cache.get()
+    assert len(taken) == 2 and cache.age_limit == pytest.approx(5.0)
+    now[0] += 4.0
+    cache.get()
+    assert len(taken) == 2  # 4 s old, under 10 x 0.5 s: still cached
+    now[0] += 1.5
+    cache.get()
+    assert len(taken) == 3

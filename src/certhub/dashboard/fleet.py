@@ -199,27 +199,47 @@ def take_snapshot(
 
 
 class SnapshotCache:
-    """The last snapshot, re-read when older than ``max_age`` seconds (thread-safe).
+    """The last snapshot, re-read when older than its age limit (thread-safe).
 
-    ``take`` receives the previous snapshot's horizon (None at first), for
-    :func:`take_snapshot`'s ``horizon_hint``.
+    The limit is ``max_age`` seconds, or ``cost_factor`` times what the last snapshot
+    took when that is longer: a fleet whose snapshot takes 0.5 s is re-read every 5 s,
+    so an open dashboard costs a store thread at most ~1/``cost_factor`` of its time
+    however large the fleet. ``take`` receives the previous snapshot's horizon (None at
+    first), for :func:`take_snapshot`'s ``horizon_hint``.
     """
 
-    def __init__(self, take: Callable[[float | None], FleetSnapshot], max_age: float = 2.0) -> None:
+    def __init__(
+        self,
+        take: Callable[[float | None], FleetSnapshot],
+        max_age: float = 2.0,
+        *,
+        cost_factor: float = 10.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._take = take
         self.max_age = max_age
+        self.cost_factor = cost_factor
+        self._monotonic = monotonic
         self._lock = threading.Lock()
         self._value: FleetSnapshot | None = None
         self._horizon: float | None = None
         self._at = 0.0
+        self._cost = 0.0
+
+    @property
+    def age_limit(self) -> float:
+        """How old the cached snapshot may get before it is re-read (seconds)."""
+        return max(self.max_age, self.cost_factor * self._cost)
 
     def get(self) -> FleetSnapshot:
         """The cached snapshot, or a fresh one (blocking)."""
         with self._lock:
-            if self._value is None or time.monotonic() - self._at > self.max_age:
+            if self._value is None or self._monotonic() - self._at > self.age_limit:
+                started = self._monotonic()
                 self._value = self._take(self._horizon)
                 self._horizon = self._value.horizon_seconds
-                self._at = time.monotonic()
+                self._at = self._monotonic()
+                self._cost = self._at - started
             return self._value
 
     def invalidate(self) -> None:

@@ -118,3 +118,81 @@ def test_rotating_the_revocation_id_twice_closes_once(
         assert client.wait_disconnected(3.0)
     time.sleep(0.5)
     assert _closed("revocation-id-rotated") == before + 1
+
+
+def test_a_device_disabled_and_enabled_just_before_connecting_keeps_the_session(
+    hub: RunningServer, device_id: str
+) -> None:
+    """The late ``device.status`` event (disabled) of a device enabled again since does not
+    close the session the enabled device opened in between."""
+    key = random_key()
+    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    before = _closed("device-disabled")
+    for _ in range(5):
+        _update(hub, device_id, status="disabled")
+        _update(hub, device_id, status="enabled")
+        password = sas_password(hub.hub_host, device_id, key)
+        with DeviceClient(hub, device_id, password=password) as client:
+            assert client.connect() == 0
+            assert _stays_connected(client, 0.5)
+    assert _closed("device-disabled") == before
+
+
+def test_a_device_deleted_and_created_again_keeps_its_new_session(
+    hub: RunningServer, device_id: str
+) -> None:
+    before = _closed("device-deleted")
+    for _ in range(5):
+        key = random_key()
+        create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+        with DeviceClient(
+            hub, device_id, password=sas_password(hub.hub_host, device_id, key)
+        ) as client:
+            assert client.connect() == 0
+            assert _stays_connected(client, 0.5)
+        hub.store.delete_device(device_id)
+    assert _closed("device-deleted") == before
+
+
+def test_a_disabled_device_still_loses_its_session_within_a_second(
+    hub: RunningServer, device_id: str
+) -> None:
+    key = random_key()
+    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    before = _closed("device-disabled")
+    with DeviceClient(
+        hub, device_id, password=sas_password(hub.hub_host, device_id, key)
+    ) as client:
+        assert client.connect() == 0
+        _update(hub, device_id, status="disabled")
+        changed = time.monotonic()
+        assert client.wait_disconnected(3.0)
+        assert time.monotonic() - changed < 1.0
+    assert _closed("device-disabled") == before + 1
+
+
+def test_a_new_key_works_at_once_though_the_old_record_is_cached(
+    hub: RunningServer, device_id: str
+) -> None:
+    """A refusal from the hub's device cache is confirmed against the store: a device whose
+    key was just regenerated connects with the new one before the change event arrives."""
+    old = random_key()
+    create_device(hub.store, device_id, auth_type="sas", primary_key=old)
+    with DeviceClient(hub, device_id, password=sas_password(hub.hub_host, device_id, old)) as c:
+        assert c.connect() == 0  # the record is cached now
+    before = _refusals("sas-signature-mismatch")
+    for _ in range(5):
+        new = random_key()
+        _update(hub, device_id, primary_key=new)
+        password = sas_password(hub.hub_host, device_id, new)
+        with DeviceClient(hub, device_id, password=password) as client:
+            assert client.connect() == 0
+    assert _refusals("sas-signature-mismatch") == before
+    with DeviceClient(hub, device_id, password=sas_password(hub.hub_host, device_id, old)) as c:
+        assert c.connect() == 5  # the old key, refused from the store
+    assert _refusals("sas-signature-mismatch") == before + 1
+
+
+def _refusals(reason: str) -> float:
+    value = REGISTRY.get_sample_value("certhub_hub_refusals_total", {"reason": reason})
+    return value or 0.0

@@ -82,9 +82,13 @@ class Admission:
         serial = leaf.serial_hex if leaf is not None and leaf.issuer_ca_id is not None else None
         loop = asyncio.get_running_loop()
         cached = self._devices.get(username.device_id, serial, loop.time())
-        if cached is None:
-            return self._open_after_lookup(connect, link, username, leaf, serial)
-        return self._decide(connect, link, username, leaf, *cached)
+        if cached is not None:
+            decision = self._authorize(connect, username, leaf, *cached)
+            if not isinstance(decision, Refusal):
+                return self._admitted(connect, link, decision, cached[1])
+            # The cache can be behind a change the device already relies on (a new key,
+            # enabled again, created again): a refusal is confirmed against the store.
+        return self._open_after_lookup(connect, link, username, leaf, serial)
 
     def note_change(self, device_id: str) -> None:
         """A change event for the device arrived: forget its cached record, and make a
@@ -118,20 +122,35 @@ class Admission:
         device: DeviceRecord | None,
         cert_state: str | None,
     ) -> Session | Refusal | Awaitable[Session | Refusal]:
-        now = self._clock.now()
-        decision = authorize(
+        decision = self._authorize(connect, username, leaf, device, cert_state)
+        if isinstance(decision, Refusal):
+            return _refuse(connect, link, decision)
+        return self._admitted(connect, link, decision, cert_state)
+
+    def _authorize(
+        self,
+        connect: Connect,
+        username: HubUsername,
+        leaf: LeafFacts | None,
+        device: DeviceRecord | None,
+        cert_state: str | None,
+    ) -> Identity | Refusal:
+        return authorize(
             device,
             host=username.host,
             password=connect.password,
             leaf=leaf,
             certificate_state=cert_state,
-            now=now,
+            now=self._clock.now(),
         )
-        if isinstance(decision, Refusal):
-            return _refuse(connect, link, decision)
-        if self._hub.credentials is not None and decision.serial_hex and cert_state != "active":
-            return self._admit(connect, link, decision, cert_state)
-        return self._accept(connect, link, decision, now)
+
+    def _admitted(
+        self, connect: Connect, link: Link, identity: Identity, cert_state: str | None
+    ) -> Session | Awaitable[Session | Refusal]:
+        """An authorized CONNECT: two-phase admission for a certificate not yet active."""
+        if self._hub.credentials is not None and identity.serial_hex and cert_state != "active":
+            return self._admit(connect, link, identity, cert_state)
+        return self._accept(connect, link, identity, self._clock.now())
 
     async def _admit(
         self,

@@ -2,9 +2,11 @@
 
 * ``ca.changed`` / ``policy.changed``: reload the issuing CAs (sessions whose issuer is
   no longer live are closed).
-* a disabled or deleted device, a revoked certificate: its session here is closed.
-* ``device.auth`` / ``device.revocation``: the live record decides (:meth:`ChangeFeed.recheck`),
-  since the event may describe a change the CONNECT lookup already saw.
+* a revoked certificate: its session here is closed.
+* a device disabled, deleted, given other keys or thumbprints (``device.auth``) or a new
+  revocation identifier: the live record decides (:meth:`ChangeFeed.recheck`), since the
+  event may describe a change the CONNECT lookup already saw (a device disabled and
+  enabled again, or deleted and created again, just before it connected).
 * a desired-properties patch written by another node: forwarded to the session.
 * relay kinds (:mod:`.relay`): handed to the relay.
 
@@ -33,7 +35,7 @@ __all__ = ["ChangeFeed"]
 log = logging.getLogger("certhub.hub")
 
 _RELOAD_EVENTS = frozenset({"ca.changed", "policy.changed"})
-_RECHECK_EVENTS = frozenset({"device.auth", "device.revocation"})
+_RECHECK_EVENTS = frozenset({"device.auth", "device.revocation", "device.deleted"})
 _CHANGE_KINDS = frozenset(
     {"device.status", "device.revocation", "device.auth", "device.deleted", "certificate.revoked"}
 )
@@ -67,11 +69,9 @@ class ChangeFeed:
             self._hub.admission.note_change(event.device_id or "")
         if session is None:
             return
-        if kind == "device.status" and payload.get("status") != "enabled":
-            session.link.close("device-disabled")
-        elif kind == "device.deleted":
-            session.link.close("device-deleted")
-        elif kind in _RECHECK_EVENTS:
+        if kind in _RECHECK_EVENTS or (
+            kind == "device.status" and payload.get("status") != "enabled"
+        ):
             self._hub.spawn(self.recheck(session))
         elif kind == "certificate.revoked" and payload.get("serial") == session.identity.serial_hex:
             session.link.close("certificate-revoked")

@@ -151,22 +151,26 @@ def test_dashboard_token_command_refuses_a_missing_data_dir(tmp_path: Path) -> N
     assert result.exit_code == 2 and "is not a data directory" in result.output
 
 
+def _empty_snapshot(horizon: float) -> FleetSnapshot:
+    return FleetSnapshot(
+        taken_at=NOW,
+        development=True,
+        total=0,
+        connected=0,
+        counts={},
+        timeline={},
+        at_risk=[],
+        cas=[],
+        horizon_seconds=horizon,
+    )
+
+
 def test_the_cache_hands_the_previous_horizon_to_the_next_snapshot() -> None:
     hints: list[float | None] = []
 
     def take(hint: float | None) -> FleetSnapshot:
         hints.append(hint)
-        return FleetSnapshot(
-            taken_at=NOW,
-            development=True,
-            total=0,
-            connected=0,
-            counts={},
-            timeline={},
-            at_risk=[],
-            cas=[],
-            horizon_seconds=120.0 + len(hints),
-        )
+        return _empty_snapshot(120.0 + len(hints))
 
     cache = SnapshotCache(take, max_age=3600)
     first = cache.get()
@@ -184,17 +188,7 @@ def test_snapshot_cache_age_limit_grows_with_the_snapshot_cost() -> None:
     def take(hint: float | None) -> FleetSnapshot:
         taken.append(now[0])
         now[0] += cost[0]  # the snapshot's own duration
-        return FleetSnapshot(
-            taken_at=NOW,
-            development=True,
-            total=0,
-            connected=0,
-            counts={},
-            timeline={},
-            at_risk=[],
-            cas=[],
-            horizon_seconds=120.0,
-        )
+        return _empty_snapshot(120.0)
 
     cache = SnapshotCache(take, max_age=2.0, cost_factor=10.0, monotonic=lambda: now[0])
     cache.get()

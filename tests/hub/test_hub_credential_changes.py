@@ -13,12 +13,14 @@ import dataclasses
 import datetime as dt
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import REGISTRY
 
 from serverkit import (
     DeviceClient,
+    DevicePems,
     RunningServer,
     create_device,
     device_with_certificate,
@@ -50,17 +52,42 @@ def _stays_connected(client: DeviceClient, seconds: float = 1.0) -> bool:
     return not client.wait_disconnected(seconds)
 
 
+def _closed_within_a_second(client: DeviceClient, change: Callable[[], object]) -> bool:
+    """Make ``change`` and tell whether the hub closed ``client`` less than 1 s later."""
+    change()
+    changed = time.monotonic()
+    return client.wait_disconnected(3.0) and time.monotonic() - changed < 1.0
+
+
+def _sas_device(hub: RunningServer, device_id: str) -> str:
+    """A new SAS device; its primary key."""
+    key = random_key()
+    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    return key
+
+
+def _thumbprint_device(
+    hub: RunningServer, device_id: str, pems_dir: Path
+) -> tuple[DevicePems, str]:
+    """A ``selfSigned`` device (no thumbprint yet), a certificate for it and its thumbprint."""
+    create_device(hub.store, device_id, auth_type="selfSigned")
+    key, csr = make_key_and_csr(device_id)
+    leaf = issue_certificate(open_authority(hub.data_dir, hub.store), device_id, csr)
+    return write_pems(pems_dir, device_id, key, leaf), leaf.sha1_thumbprint
+
+
+def _sas_client(hub: RunningServer, device_id: str, key: str) -> DeviceClient:
+    return DeviceClient(hub, device_id, password=sas_password(hub.hub_host, device_id, key))
+
+
 def test_a_thumbprint_set_just_before_connecting_keeps_the_session(
     hub: RunningServer, device_id: str, pems_dir: Path
 ) -> None:
     """The device.auth event of the change the CONNECT already saw does not close it."""
-    create_device(hub.store, device_id, auth_type="selfSigned")
-    key, csr = make_key_and_csr(device_id)
-    leaf = issue_certificate(open_authority(hub.data_dir, hub.store), device_id, csr)
-    pems = write_pems(pems_dir, device_id, key, leaf)
+    pems, thumbprint = _thumbprint_device(hub, device_id, pems_dir)
     before = _closed("device-credentials-changed")
     for _ in range(5):  # the event sometimes lands before CONNECT, sometimes after
-        _update(hub, device_id, primary_thumbprint=leaf.sha1_thumbprint)
+        _update(hub, device_id, primary_thumbprint=thumbprint)
         with DeviceClient(hub, device_id, pems=pems) as client:
             assert client.connect() == 0
             assert _stays_connected(client, 0.5)
@@ -72,37 +99,32 @@ def test_a_thumbprint_set_just_before_connecting_keeps_the_session(
 def test_self_signed_session_survives_an_added_thumbprint_and_ends_when_replaced(
     hub: RunningServer, device_id: str, pems_dir: Path
 ) -> None:
-    create_device(hub.store, device_id, auth_type="selfSigned")
-    key, csr = make_key_and_csr(device_id)
-    leaf = issue_certificate(open_authority(hub.data_dir, hub.store), device_id, csr)
-    _update(hub, device_id, primary_thumbprint=leaf.sha1_thumbprint)
+    pems, thumbprint = _thumbprint_device(hub, device_id, pems_dir)
+    _update(hub, device_id, primary_thumbprint=thumbprint)
     before = _closed("device-credentials-changed")
-    with DeviceClient(hub, device_id, pems=write_pems(pems_dir, device_id, key, leaf)) as client:
+    with DeviceClient(hub, device_id, pems=pems) as client:
         assert client.connect() == 0
         _update(hub, device_id, secondary_thumbprint="AB" * 20)
         assert _stays_connected(client)
-        _update(hub, device_id, primary_thumbprint="CD" * 20)
-        changed = time.monotonic()
-        assert client.wait_disconnected(3.0)
-        assert time.monotonic() - changed < 1.0
+        assert _closed_within_a_second(
+            client, lambda: _update(hub, device_id, primary_thumbprint="CD" * 20)
+        )
     assert _closed("device-credentials-changed") == before + 1
 
 
 def test_sas_session_survives_the_other_key_and_ends_with_its_own(
     hub: RunningServer, device_id: str
 ) -> None:
-    key = random_key()
-    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    key = _sas_device(hub, device_id)
     before = _closed("device-credentials-changed")
-    password = sas_password(hub.hub_host, device_id, key)
-    with DeviceClient(hub, device_id, password=password) as client:
+    with _sas_client(hub, device_id, key) as client:
         assert client.connect() == 0
         _update(hub, device_id, secondary_key=random_key())
         assert _stays_connected(client)
         _update(hub, device_id, primary_key=random_key())
         assert client.wait_disconnected(3.0)
     assert _closed("device-credentials-changed") == before + 1
-    with DeviceClient(hub, device_id, password=password) as again:
+    with _sas_client(hub, device_id, key) as again:
         assert again.connect() == 5
 
 
@@ -125,14 +147,12 @@ def test_a_device_disabled_and_enabled_just_before_connecting_keeps_the_session(
 ) -> None:
     """The late ``device.status`` event (disabled) of a device enabled again since does not
     close the session the enabled device opened in between."""
-    key = random_key()
-    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    key = _sas_device(hub, device_id)
     before = _closed("device-disabled")
     for _ in range(5):
         _update(hub, device_id, status="disabled")
         _update(hub, device_id, status="enabled")
-        password = sas_password(hub.hub_host, device_id, key)
-        with DeviceClient(hub, device_id, password=password) as client:
+        with _sas_client(hub, device_id, key) as client:
             assert client.connect() == 0
             assert _stays_connected(client, 0.5)
     assert _closed("device-disabled") == before
@@ -145,9 +165,7 @@ def test_a_device_deleted_and_created_again_keeps_its_new_session(
     for _ in range(5):
         key = random_key()
         create_device(hub.store, device_id, auth_type="sas", primary_key=key)
-        with DeviceClient(
-            hub, device_id, password=sas_password(hub.hub_host, device_id, key)
-        ) as client:
+        with _sas_client(hub, device_id, key) as client:
             assert client.connect() == 0
             assert _stays_connected(client, 0.5)
         hub.store.delete_device(device_id)
@@ -157,17 +175,11 @@ def test_a_device_deleted_and_created_again_keeps_its_new_session(
 def test_a_disabled_device_still_loses_its_session_within_a_second(
     hub: RunningServer, device_id: str
 ) -> None:
-    key = random_key()
-    create_device(hub.store, device_id, auth_type="sas", primary_key=key)
+    key = _sas_device(hub, device_id)
     before = _closed("device-disabled")
-    with DeviceClient(
-        hub, device_id, password=sas_password(hub.hub_host, device_id, key)
-    ) as client:
+    with _sas_client(hub, device_id, key) as client:
         assert client.connect() == 0
-        _update(hub, device_id, status="disabled")
-        changed = time.monotonic()
-        assert client.wait_disconnected(3.0)
-        assert time.monotonic() - changed < 1.0
+        assert _closed_within_a_second(client, lambda: _update(hub, device_id, status="disabled"))
     assert _closed("device-disabled") == before + 1
 
 
@@ -178,17 +190,16 @@ def test_a_new_key_works_at_once_though_the_old_record_is_cached(
     key was just regenerated connects with the new one before the change event arrives."""
     old = random_key()
     create_device(hub.store, device_id, auth_type="sas", primary_key=old)
-    with DeviceClient(hub, device_id, password=sas_password(hub.hub_host, device_id, old)) as c:
+    with _sas_client(hub, device_id, old) as c:
         assert c.connect() == 0  # the record is cached now
     before = _refusals("sas-signature-mismatch")
     for _ in range(5):
         new = random_key()
         _update(hub, device_id, primary_key=new)
-        password = sas_password(hub.hub_host, device_id, new)
-        with DeviceClient(hub, device_id, password=password) as client:
+        with _sas_client(hub, device_id, new) as client:
             assert client.connect() == 0
     assert _refusals("sas-signature-mismatch") == before
-    with DeviceClient(hub, device_id, password=sas_password(hub.hub_host, device_id, old)) as c:
+    with _sas_client(hub, device_id, old) as c:
         assert c.connect() == 5  # the old key, refused from the store
     assert _refusals("sas-signature-mismatch") == before + 1
 

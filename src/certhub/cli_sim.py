@@ -143,7 +143,7 @@ def simulate(
     no_live: bool,
 ) -> None:
     """Run a fleet of simulated devices against a running certhub (its data directory)."""
-    from certhub.sim import Fleet, FleetSpec, run_fleet
+    from certhub.sim import Fleet, FleetSpec, SimError, run_fleet
     from certhub.sim.display import summary_table
     from certhub.sim.target import prepare_target
 
@@ -191,6 +191,8 @@ def simulate(
             )
         except KeyboardInterrupt:  # before the loop's own handler was installed
             sys.exit(130)
+        except SimError as exc:
+            raise click.ClickException(exc.message) from exc
     figures = result.figures()
     console.print(summary_table(figures, {"interrupted": str(result.interrupted).lower()}))
     _write_json(json_path, result.report())
@@ -256,6 +258,7 @@ def demo(
     the way, prints the summary and exits (status 1 if something was not handled).
     """
     from certhub.cli_common import warn_development
+    from certhub.sim import SimError
     from certhub.sim.demo import DemoOptions, run_demo
 
     if backdate >= validity:
@@ -279,6 +282,8 @@ def demo(
         outcome = _run(run_demo(options, console))
     except KeyboardInterrupt:  # before the loop's own handler was installed
         sys.exit(130)
+    except SimError as exc:
+        raise click.ClickException(exc.message) from exc
     _write_json(json_path, outcome.report())
     if not outcome.ok and not outcome.result.interrupted:
         sys.exit(1)

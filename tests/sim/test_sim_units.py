@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import click
@@ -9,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from certhub.cli_sim import DURATION, demo, simulate
-from certhub.sim import FleetSpec, FleetStats, Target, device_ids, percentile
+from certhub.sim import FleetSpec, FleetStats, SetupError, Target, device_ids, percentile
 from certhub.sim.fleet import Fleet
 
 
@@ -247,3 +248,47 @@ def test_stats_count_provisioned_devices_once() -> None:
         stats.observe("d1", event, {})
     stats.observe("d2", "certificate-activated", {})
     assert stats.provisioned == 2
+
+
+def _target(trust_anchor: Path) -> Target:
+    return Target(
+        host="127.0.0.1",
+        port=1,
+        hub_host="localhost",
+        id_scope="0ne00000001",
+        group_key="a2V5LWtleS1rZXkta2V5LWtleS1rZXkta2V5LWtleS0=",
+        trust_anchor=trust_anchor,
+        backdate=10.0,
+    )
+
+
+def test_agent_paths_are_absolute_for_a_relative_data_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make demo`` passes ``--data-dir ./certhub-data``: the agents resolve relative paths
+    against their own state directory, so the fleet hands them absolute ones."""
+    monkeypatch.chdir(tmp_path)
+    Path("certhub-data/tls").mkdir(parents=True)
+    Path("certhub-data/tls/server-ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    relative = Path("certhub-data/tls/server-ca.pem")
+    fleet = Fleet(_target(relative), FleetSpec(devices=1), state_root=Path("state"))
+    config = fleet.config(0, "sim-0000")
+    assert config.trust_anchor == tmp_path / "certhub-data/tls/server-ca.pem"
+    assert config.state_dir == tmp_path / "state" / "sim-0000"
+
+
+def test_a_fleet_that_cannot_start_its_devices_fails_at_once(tmp_path: Path) -> None:
+    anchor = tmp_path / "ca.pem"
+    anchor.write_text("-----BEGIN CERTIFICATE-----\n")
+    not_a_directory = tmp_path / "state"
+    not_a_directory.write_text("")
+    fleet = Fleet(_target(anchor), FleetSpec(devices=3), state_root=not_a_directory)
+
+    async def run() -> float:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(SetupError) as caught:
+            await fleet.run(duration=60.0, stop=asyncio.Event())
+        assert caught.value.step == "start-devices"
+        return asyncio.get_running_loop().time() - started
+
+    assert asyncio.run(run()) < 5.0  # not after the 60 s run

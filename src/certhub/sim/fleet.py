@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from certhub.agent import Agent, AgentConfig, ExitCode, TlsTransport, parse_config
+from certhub.sim.errors import SetupError
 
 __all__ = ["Fleet", "FleetSpec", "Target", "device_ids"]
 
@@ -107,8 +108,9 @@ class Fleet:
         """The agent configuration of one device."""
         t, spec = self.target, self.spec
         data: dict[str, Any] = {
-            "trust_anchor": str(t.trust_anchor),
-            "state_dir": str(self.state_root / device_id),
+            # absolute: the agent resolves relative paths against its state directory
+            "trust_anchor": str(t.trust_anchor.resolve()),
+            "state_dir": str((self.state_root / device_id).resolve()),
             "dps": {
                 "host": t.host,
                 "port": t.port,
@@ -150,10 +152,11 @@ class Fleet:
                     )
                 if tick is not None:
                     await tick()
+                if starter.done() and not starter.cancelled() and starter.exception():
+                    raise SetupError("start-devices", str(starter.exception()))
         finally:
             starter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await starter
+            await asyncio.gather(starter, return_exceptions=True)
             await self.stop_all()
 
     async def _start_all(self, stop: asyncio.Event) -> None:

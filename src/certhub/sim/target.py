@@ -105,7 +105,7 @@ def prepare_target(
         hub_host=init.hub_host,
         id_scope=init.id_scope,
         group_key=group.primary_key,
-        trust_anchor=Path(init.trust_anchor),
+        trust_anchor=Path(init.trust_anchor).resolve(),
         backdate=backdate,
     )
     return target, init

@@ -82,15 +82,7 @@ def test_stats_listen_to_agent_logger() -> None:
 def test_fleet_ids_and_dps_share(tmp_path: Path) -> None:
     anchor = tmp_path / "anchor.pem"
     anchor.write_text("")
-    target = Target(
-        host="127.0.0.1",
-        port=8883,
-        hub_host="localhost",
-        id_scope="0ne00000000",
-        group_key="AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        trust_anchor=anchor,
-        backdate=10.0,
-    )
+    target = _target(anchor)
     spec = FleetSpec(devices=20, prefix="t", dps_share=0.1)
     assert device_ids(spec)[:2] == ["t-0000", "t-0001"] and len(device_ids(spec)) == 20
     fleet = Fleet.__new__(Fleet)

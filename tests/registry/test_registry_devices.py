@@ -277,3 +277,31 @@ def test_device_argument_validation(
 ) -> None:
     with pytest.raises(ValueError, match=error):
         call(offline_store)
+
+
+def test_connection_states_in_one_batch(
+    store: Store, make_device: Callable[..., DeviceRecord]
+) -> None:
+    make_device("dev-1")
+    make_device("dev-2")
+    store.set_connection_state("dev-2", "Connected", LATER)
+    store.set_connection_states(
+        {
+            "dev-1": ("Connected", LATER + dt.timedelta(minutes=1)),
+            "dev-2": ("Disconnected", LATER + dt.timedelta(minutes=2)),
+            "gone": ("Connected", LATER),  # deleted meanwhile: skipped
+        }
+    )
+    one, two = store.get_device("dev-1"), store.get_device("dev-2")
+    assert one is not None and two is not None
+    assert (one.connection_state, one.last_activity_at) == (
+        "Connected",
+        LATER + dt.timedelta(minutes=1),
+    )
+    assert (two.connection_state, two.connection_state_updated_at) == (
+        "Disconnected",
+        LATER + dt.timedelta(minutes=2),
+    )
+    assert two.last_activity_at == LATER  # a disconnect is no activity
+    with pytest.raises(ValueError, match="connection_state"):
+        store.set_connection_states({"dev-1": ("Away", LATER)})  # type: ignore[dict-item]

@@ -13,7 +13,6 @@ import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from certhub.hub import storage
 from certhub.registry import Store
 from certhub.registry.records import ConnectionState
 
@@ -70,4 +69,4 @@ class PresenceWriter:
                 log.exception("writing connection state failed")
 
     def _write(self, changes: Mapping[str, tuple[ConnectionState, dt.datetime]]) -> None:
-        storage.write_connection_states(self._store, changes)
+        self._store.set_connection_states(changes)

@@ -12,14 +12,12 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from certhub.hub import twin as rules
 from certhub.hub.errors import DeviceNotFound
 from certhub.registry import NotFound, Store
-from certhub.registry.records import ConnectionState, TwinRecord
-from certhub.registry.schema import devices as _devices
+from certhub.registry.records import TwinRecord
 
 __all__ = [
     "DESIRED_EVENT",
@@ -27,38 +25,9 @@ __all__ = [
     "patch_desired",
     "patch_reported",
     "service_twin",
-    "write_connection_states",
 ]
 
 DESIRED_EVENT = "twin.desired"
-
-_AT = _devices.c.connection_state_updated_at.type
-_SET_STATE = (
-    sa.update(_devices)
-    .where(_devices.c.device_id == sa.bindparam("b_device"))
-    .values(
-        connection_state=sa.bindparam("b_state"),
-        connection_state_updated_at=sa.bindparam("b_at", type_=_AT),
-    )
-)
-_SET_CONNECTED = _SET_STATE.values(last_activity_at=sa.bindparam("b_at", type_=_AT))
-
-
-def write_connection_states(
-    store: Store, changes: Mapping[str, tuple[ConnectionState, dt.datetime]]
-) -> None:
-    """Record each device's latest Connected/Disconnected (and, when connected, its
-    activity) in one transaction, as one executemany per state (what
-    :meth:`~certhub.registry.Store.set_connection_state` does row by row); devices that
-    no longer exist are skipped."""
-    rows: dict[str, list[dict[str, Any]]] = {"Connected": [], "Disconnected": []}
-    for device_id, (state, at) in changes.items():
-        rows[state].append({"b_device": device_id, "b_state": state, "b_at": at})
-    with store.transaction() as conn:
-        if rows["Connected"]:
-            conn.execute(_SET_CONNECTED, rows["Connected"])
-        if rows["Disconnected"]:
-            conn.execute(_SET_STATE, rows["Disconnected"])
 
 
 def _twin(store: Store, device_id: str, **kwargs: Any) -> TwinRecord:

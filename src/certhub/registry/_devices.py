@@ -33,6 +33,16 @@ from certhub.registry.schema import devices, twins
 __all__ = ["DeviceMixin"]
 
 _D = devices
+_AT = _D.c.connection_state_updated_at.type
+_SET_STATE = (
+    sa.update(_D)
+    .where(_D.c.device_id == sa.bindparam("b_device"))
+    .values(
+        connection_state=sa.bindparam("b_state"),
+        connection_state_updated_at=sa.bindparam("b_at", type_=_AT),
+    )
+)
+_SET_CONNECTED = _SET_STATE.values(last_activity_at=sa.bindparam("b_at", type_=_AT))
 
 
 def _mutable(d: NewDevice | DeviceRecord) -> dict[str, Any]:
@@ -184,6 +194,24 @@ class DeviceMixin(StoreBase):
         if state == "Connected":
             values["last_activity_at"] = now
         self._touch(device_id, values, conn)
+
+    def set_connection_states(
+        self,
+        changes: Mapping[str, tuple[ConnectionState, dt.datetime]],
+        conn: Connection | None = None,
+    ) -> None:
+        """:meth:`set_connection_state` for many devices in one transaction, one
+        executemany per state (the hub writes its sessions' changes once a second);
+        devices that no longer exist are skipped."""
+        rows: dict[str, list[dict[str, Any]]] = {state: [] for state in CONNECTION_STATES}
+        for device_id, (state, at) in changes.items():
+            check_choice("connection_state", state, CONNECTION_STATES)
+            check_aware("now", at)
+            rows[state].append({"b_device": device_id, "b_state": state, "b_at": at})
+        with self._write(conn, "device", "*") as c:
+            for name, batch in rows.items():
+                if batch:
+                    c.execute(_SET_CONNECTED if name == "Connected" else _SET_STATE, batch)
 
     def record_activity(
         self, device_id: str, now: dt.datetime, conn: Connection | None = None

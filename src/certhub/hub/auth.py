@@ -152,15 +152,22 @@ def still_admits(device: DeviceRecord | None, identity: Identity) -> str | None:
     if device.auth_type != identity.auth_type:
         return "device-credentials-changed"
     if identity.auth_type == "certificateAuthority":
-        current = device.revocation_id.hex() if device.revocation_id else None
-        return None if current == identity.credential else "revocation-id-rotated"
+        rotated = device.revocation_id.hex() != identity.credential
+        return "revocation-id-rotated" if rotated else None
     if identity.auth_type == "selfSigned":
-        thumbprints = {
-            t.upper() for t in (device.primary_thumbprint, device.secondary_thumbprint) if t
-        }
-        return None if identity.credential in thumbprints else "device-credentials-changed"
-    keys = {device.primary_key, device.secondary_key} - {None, ""}
-    return None if identity.credential in keys else "device-credentials-changed"
+        known = identity.credential in _thumbprints(device)
+        return None if known else "device-credentials-changed"
+    return None if identity.credential in _keys(device) else "device-credentials-changed"
+
+
+def _thumbprints(device: DeviceRecord) -> set[str]:
+    """The device's registered thumbprints, upper-case (the leaf's ``sha1`` form)."""
+    return {t.upper() for t in (device.primary_thumbprint, device.secondary_thumbprint) if t}
+
+
+def _keys(device: DeviceRecord) -> list[str]:
+    """The device's SAS keys, primary first."""
+    return [k for k in (device.primary_key, device.secondary_key) if k]
 
 
 def _validity(leaf: LeafFacts, now: dt.datetime) -> Refusal | None:
@@ -204,8 +211,7 @@ def _self_signed(
 ) -> Identity | Refusal:
     if leaf is None:
         return refusal("no-client-certificate")
-    thumbprints = {t.upper() for t in (device.primary_thumbprint, device.secondary_thumbprint) if t}
-    if leaf.sha1 not in thumbprints:
+    if leaf.sha1 not in _thumbprints(device):
         return refusal("thumbprint-mismatch")
     bad_time = _validity(leaf, now)
     if bad_time is not None:
@@ -225,7 +231,7 @@ def _sas(
     except (UnicodeDecodeError, SasError):
         return refusal("sas-malformed", _BAD_LOGIN)
     resource = f"{host}/devices/{device.device_id}"
-    keys = [k for k in (device.primary_key, device.secondary_key) if k]
+    keys = _keys(device)
     if not keys:
         return refusal("no-device-key")
     failure: SasError | None = None

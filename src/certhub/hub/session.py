@@ -10,6 +10,7 @@ so an idle session stays a handful of slots.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import logging
 from collections.abc import Awaitable, Sequence
@@ -48,6 +49,7 @@ class HubSession:
         "_will",
         "identity",
         "link",
+        "opened_at",
         "subscriptions",
     )
 
@@ -61,6 +63,8 @@ class HubSession:
         self._methods: dict[str, asyncio.Future[tuple[int, bytes]]] | None = None
         self._next_rid = 0
         self._expiry: asyncio.TimerHandle | None = None
+        self.opened_at: dt.datetime | None = None
+        """When the hub registered it as the device's live session."""
 
     @property
     def device_id(self) -> str:

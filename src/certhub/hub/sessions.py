@@ -58,7 +58,6 @@ class SessionRegistry:
         """Registered sessions not yet closed (``certhub_hub_connections``)."""
         self.remote: dict[str, str] = {}
         """device -> node id holding its session, from ``session.opened/closed`` events."""
-        self._opened_at: dict[str, dt.datetime] = {}
 
     def register(self, session: HubSession, now: dt.datetime) -> None:
         """Make ``session`` the device's live session (closing an older one)."""
@@ -67,7 +66,7 @@ class SessionRegistry:
         self.sessions[device_id] = session
         self.live_sessions += 1
         self._presence.note(device_id, "Connected", now)
-        self._opened_at[device_id] = now
+        session.opened_at = now
         self.remote.pop(device_id, None)
         if self._hub.clustered:
             self._hub.relay.session_opened(device_id)
@@ -81,7 +80,6 @@ class SessionRegistry:
         device_id = session.device_id
         if self.sessions.get(device_id) is session:
             del self.sessions[device_id]
-            self._opened_at.pop(device_id, None)
             hub = self._hub
             if hub.clustered:
                 hub.relay.session_closed(device_id)
@@ -106,9 +104,10 @@ class SessionRegistry:
 
     def opened_before(self, session: HubSession, at: dt.datetime) -> bool:
         """True when ``session`` is the device's live session here and opened before ``at``."""
-        device_id = session.device_id
-        opened = self._opened_at.get(device_id)
-        return self.sessions.get(device_id) is session and opened is not None and opened < at
+        opened = session.opened_at
+        return (
+            self.sessions.get(session.device_id) is session and opened is not None and opened < at
+        )
 
     # -- other nodes ------------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from certhub.dashboard import dashboard_token, is_loopback, token_matches
-from certhub.dashboard.fleet import FleetSnapshot, SnapshotCache
-from certhub.dashboard.reference import BUCKETS, ReferenceFleet, at_risk, timeline
+from certhub.dashboard.fleet import BUCKETS, FleetSnapshot, SnapshotCache
+from certhub.dashboard.reference import ReferenceFleet, at_risk, timeline
 from certhub.registry._service import DeviceLifecycle
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)

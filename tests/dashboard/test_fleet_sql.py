@@ -25,9 +25,8 @@ from fleetrows import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certhub.dashboard.fleet import AT_RISK_KEPT, bucket_edges, take_snapshot
+from certhub.dashboard.fleet import AT_RISK_KEPT, BUCKETS, bucket_edges, take_snapshot
 from certhub.dashboard.reference import (
-    BUCKETS,
     ReferenceFleet,
     at_risk,
     bucket_of,

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from certhub.dashboard.reference import BUCKETS, clamp_horizon
 from certhub.metrics import CaExpiry, FleetFigures
 from certhub.registry import Store
 from certhub.registry._fleet import AtRiskDevice, Buckets, FleetAggregate
@@ -40,12 +39,27 @@ __all__ = [
     "AT_RISK_KEPT",
     "AT_RISK_LIMIT",
     "BUCKETS",
+    "MAX_HORIZON",
+    "MIN_HORIZON",
     "CaInfo",
     "FleetSnapshot",
     "SnapshotCache",
     "bucket_edges",
+    "clamp_horizon",
     "take_snapshot",
 ]
+
+BUCKETS = 24
+"""Timeline buckets."""
+MIN_HORIZON = 60.0
+MAX_HORIZON = 90 * 86400.0
+
+
+def clamp_horizon(longest: float, policy_longest: float) -> float:
+    """The timeline's span: ``longest`` (else the policies'), within 1 minute … 90 days."""
+    chosen = longest if longest else policy_longest
+    return float(min(max(chosen, MIN_HORIZON), MAX_HORIZON))
+
 
 #: At-risk devices kept in a snapshot (the page asks for 50; a larger ``limit`` or a
 #: search asks the store).

@@ -17,26 +17,20 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from certhub.dashboard.fleet import BUCKETS, clamp_horizon
 from certhub.registry import Store
 from certhub.registry._renewal import renewal_status
 from certhub.registry._service import DEVICE_LIFECYCLES, DeviceLifecycle, LifecycleRule
 from certhub.registry.schema import certificates
 
 __all__ = [
-    "BUCKETS",
-    "MAX_HORIZON",
-    "MIN_HORIZON",
     "ReferenceFleet",
     "at_risk",
     "bucket_of",
-    "clamp_horizon",
     "reference_fleet",
     "timeline",
 ]
 
-BUCKETS = 24
-MIN_HORIZON = 60.0
-MAX_HORIZON = 90 * 86400.0
 _PAGE = 5000
 #: Lifecycles that need an operator's eye, most urgent first (the at-risk table's order).
 _RISK_ORDER = ("expired", "overdue", "renewal-due", "healthy", "no-certificate")
@@ -87,12 +81,6 @@ def _issued_since(store: Store, since: dt.datetime) -> list[dt.datetime]:
     c = certificates
     stmt = sa.select(c.c.created_at).where(c.c.not_after >= since, c.c.created_at >= since)
     return [row[0] for row in store.run_select(stmt)]
-
-
-def clamp_horizon(longest: float, policy_longest: float) -> float:
-    """The timeline's span: ``longest`` (else the policies'), within 1 minute … 90 days."""
-    chosen = longest if longest else policy_longest
-    return float(min(max(chosen, MIN_HORIZON), MAX_HORIZON))
 
 
 def _policy_longest(store: Store, namespace: str) -> float:

@@ -52,6 +52,8 @@ from certhub.registry.records import NewDevice
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
 HOST = "127.0.0.1"
+HANDSHAKE_THREADS = 1
+"""certhub's TLS handshake threads (``--handshake-threads``; 0: on the event loop)."""
 API = "2021-04-12"
 KiB = 1024
 
@@ -187,6 +189,7 @@ def free_port() -> int:
 def certhub_broker(fixture: Fixture) -> Iterator[Broker]:
     port = free_port()
     command = [sys.executable, __file__, "--serve", str(fixture.data_dir), str(port)]
+    command.append(str(HANDSHAKE_THREADS))
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
         assert process.stdout is not None
@@ -236,12 +239,15 @@ def mosquitto_broker(fixture: Fixture, root: Path) -> Iterator[Broker]:
         process.wait(10)
 
 
-def serve(data_dir: str, port: str) -> None:
+def serve(data_dir: str, port: str, handshake_threads: str = "1") -> None:
     """``--serve``: run certhub's Server until SIGTERM (the broker process)."""
     raise_nofile()
 
     async def main() -> None:
-        server = Server(ServerConfig(data_dir=Path(data_dir), mqtt_port=int(port)))
+        config = ServerConfig(
+            data_dir=Path(data_dir), mqtt_port=int(port), handshake_threads=int(handshake_threads)
+        )
+        server = Server(config)
         await server.start()
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -531,14 +537,24 @@ def report(certhub: Figures, mosquitto: Figures) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--serve", nargs=2, metavar=("DATA_DIR", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve", nargs=3, metavar=("DATA_DIR", "PORT", "THREADS"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--idle", type=int, default=5000, help="idle connections (5000)")
     parser.add_argument("--seconds", type=float, default=4.0, help="per rate measurement (4)")
     parser.add_argument("--concurrency", type=int, default=64, help="connecting workers (64)")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (3)")
     parser.add_argument("--publishers", type=int, default=4, help="publishing connections (4)")
     parser.add_argument("--window", type=int, default=200, help="QoS 1 in flight each (200)")
+    parser.add_argument(
+        "--handshake-threads",
+        type=int,
+        default=1,
+        help="certhub's TLS handshake threads (1; 0: on the event loop)",
+    )
     args = parser.parse_args()
+    global HANDSHAKE_THREADS
+    HANDSHAKE_THREADS = args.handshake_threads
     if args.serve:
         serve(*args.serve)
         return

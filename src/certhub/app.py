@@ -71,6 +71,9 @@ class ServerConfig:
     event_poll_interval: float = 0.2
     telemetry_queue_size: int = 10_000
     connect_timeout: float = 30.0
+    handshake_threads: int = 1
+    """Threads running the MQTT listener's TLS handshakes (OpenSSL works without the GIL,
+    so handshakes use a core the event loop is not on); 0: the event loop's own TLS."""
     https_port: int | None = None
     """HTTPS (service API, DPS over HTTPS) port; None: no HTTPS listener, 0: any free."""
     node_name: str | None = None
@@ -216,6 +219,7 @@ class Server:
             port=config.mqtt_port,
             connect_timeout=config.connect_timeout,
             reuse_port=config.reuse_port,
+            handshake_threads=config.handshake_threads,
         )
         await self._listener.start()
         self._events = EventPoller(

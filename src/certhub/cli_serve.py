@@ -51,6 +51,13 @@ __all__ = ["register"]
     show_default=True,
     help="Seconds before a dead node's scheduled work moves to another node.",
 )
+@click.option(
+    "--tls-threads",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Threads running the MQTT listener's TLS handshakes (0: on the event loop).",
+)
 @click.option("--worker", "is_worker", is_flag=True, hidden=True)
 def serve(
     data_dir: Path,
@@ -65,6 +72,7 @@ def serve(
     reuse_port: bool,
     heartbeat: float,
     lease_ttl: float,
+    tls_threads: int,
     is_worker: bool,
 ) -> None:
     """Run the server (initialising the data directory when it is new)."""
@@ -89,6 +97,7 @@ def serve(
         argv += ["--database", str(database), "--mqtt-port", str(mqtt_port)]
         argv += ["--https-port", str(https_port)]
         argv += ["--heartbeat", str(heartbeat), "--lease-ttl", str(lease_ttl)]
+        argv += ["--tls-threads", str(tls_threads)]
         raise SystemExit(_supervise(argv, workers, node_name))
     config = ServerConfig(
         data_dir=data_dir,
@@ -100,6 +109,7 @@ def serve(
         reuse_port=reuse_port or is_worker,
         cluster_heartbeat=heartbeat,
         lease_ttl=lease_ttl,
+        handshake_threads=tls_threads,
     )
     run_server(config)
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,26 @@ from serverkit import (
     open_authority,
     past_clock,
     random_key,
+    running_server,
     sas_password,
     write_pems,
 )
 
 Setup = Callable[[RunningServer, str, Path], dict[str, Any]]
+
+
+@pytest.fixture(scope="module", params=[1, 0], ids=["tls-on-a-thread", "tls-on-the-loop"])
+def hub(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[RunningServer]:
+    """The hub with the listener's own TLS transport (handshakes on a worker thread, the
+    default) and with the event loop's TLS transport (``handshake_threads=0``)."""
+    with running_server(
+        tmp_path_factory.mktemp("hub") / "data", handshake_threads=request.param
+    ) as running:
+        yield running
+
+
 NOW = dt.datetime.now
 
 
@@ -191,6 +207,11 @@ CASES = [
 ]  # fmt: skip
 
 
+def _tls_failures() -> float:
+    labels = {"reason": "handshake-failed"}
+    return REGISTRY.get_sample_value("certhub_listener_tls_failures_total", labels) or 0.0
+
+
 def _refusals(reason: str) -> float:
     return REGISTRY.get_sample_value("certhub_hub_refusals_total", {"reason": reason}) or 0.0
 
@@ -242,8 +263,14 @@ def test_untrusted_ca_fails_the_tls_handshake(
     hub: RunningServer, device_id: str, pems_dir: Path
 ) -> None:
     create_device(hub.store, device_id)
+    before = _tls_failures()
     with DeviceClient(hub, device_id, **_foreign_leaf(pems_dir, device_id)) as client:
         assert client.connect() is None  # TLS alert: no CONNACK at all
+    if hub.server.config.handshake_threads:  # counted by the listener's own transport
+        deadline = time.monotonic() + 5  # just after the alert is written
+        while _tls_failures() == before and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert _tls_failures() == before + 1
 
 
 def test_truly_self_signed_certificates_fail_at_tls(

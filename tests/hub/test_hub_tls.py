@@ -1,12 +1,17 @@
-"""ServerTls: the trust store can change under a running server, with and without SNI."""
+"""ServerTls: the trust store can change under a running server, with and without SNI;
+and the listener's own TLS transport, whose handshakes run on worker threads."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -15,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certhub.app import new_event_loop
 from certhub.clock import SystemClock
 from certhub.listener import ServerTls
+from certhub.listener._tls import HandshakeWorkers, TlsConnection
 from certhub.pki import (
     Authority,
     CaKeyPair,
@@ -208,3 +214,280 @@ def test_a_client_that_offers_tickets_gets_none(pki: Pki, version: ssl.TLSVersio
     assert end.version() == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
     session = end.session
     assert session is None or not session.has_ticket
+
+
+# -- the listener's own TLS transport (handshakes on worker threads) --------------------
+
+
+class _Echo(asyncio.Protocol):
+    """Answers each chunk upper-cased; remembers what TLS told it."""
+
+    def __init__(self, seen: list[_Echo]) -> None:
+        self.transport: TlsConnection | None = None
+        self.peer_der: bytes | None = None
+        self.lost = asyncio.get_running_loop().create_future()
+        seen.append(self)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, TlsConnection)
+        self.transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        self.peer_der = ssl_object.getpeercert(binary_form=True)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        if data == b"bye":
+            self.transport.close()
+        else:
+            self.transport.write(data.upper())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.lost.done():
+            self.lost.set_result(exc)
+
+
+class _GatedWorkers(HandshakeWorkers):
+    """Holds the ``gated``-th handshake step until ``gate`` is set (the test's seam)."""
+
+    def __init__(self, gated: int) -> None:
+        super().__init__(1)
+        self.gated = gated
+        self.submitted = 0
+        self.holding = threading.Event()
+        self.gate = threading.Event()
+
+    def submit(self, connection: TlsConnection) -> None:
+        self.submitted += 1
+        if self.submitted != self.gated:
+            super().submit(connection)
+            return
+
+        def later() -> None:
+            self.holding.set()
+            self.gate.wait(10)
+            HandshakeWorkers.submit(self, connection)
+
+        threading.Thread(target=later, daemon=True).start()
+
+
+class _Server:
+    """A TlsConnection server on a uvloop thread, as the listener builds it."""
+
+    def __init__(self, tls: ServerTls, workers: HandshakeWorkers, timeout: float = 10.0) -> None:
+        self.apps: list[_Echo] = []
+        self.failures: list[str] = []
+        self.loop = new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+        async def start() -> asyncio.AbstractServer:
+            loop = asyncio.get_running_loop()
+            return await loop.create_server(
+                lambda: TlsConnection(
+                    tls.current,
+                    lambda: _Echo(self.apps),
+                    workers,
+                    loop,
+                    timeout,
+                    self.failures.append,
+                ),
+                "127.0.0.1",
+                0,
+            )
+
+        self.server = self.call(start())
+        self.port = self.server.sockets[0].getsockname()[1]
+        self.workers = workers
+
+    def call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(10)
+
+    def close(self) -> None:
+        async def stop() -> None:
+            self.server.close()
+
+        self.call(stop())
+        self.workers.stop()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+class _Client:
+    """A TLS client over memory BIOs on a blocking socket: the test decides what is sent
+    when, down to the byte."""
+
+    def __init__(self, port: int, context: ssl.SSLContext) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), 5)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname="localhost")
+
+    def flush(self) -> None:
+        data = self.outgoing.read()
+        if data:
+            self.sock.sendall(data)
+
+    def receive(self) -> bool:
+        data = self.sock.recv(65536)
+        if not data:
+            self.incoming.write_eof()
+            return False
+        self.incoming.write(data)
+        return True
+
+    def handshake(self) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                self.flush()
+                return
+            except ssl.SSLWantReadError:
+                self.flush()
+                if not self.receive():
+                    raise ConnectionError("closed during the handshake") from None
+
+    def read(self) -> bytes:
+        while True:
+            try:
+                return self.tls.read(65536)
+            except ssl.SSLWantReadError:
+                if not self.receive():
+                    raise ConnectionError("closed") from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _client_context(pki: Pki, client: tuple[Path, Path], version: ssl.TLSVersion) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.server_ca))
+    context.minimum_version = context.maximum_version = version
+    context.load_cert_chain(*client)
+    return context
+
+
+VERSIONS = pytest.mark.parametrize(
+    "version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3], ids=["tls1.2", "tls1.3"]
+)
+
+
+@VERSIONS
+def test_the_tls_transport_carries_records_both_ways(pki: Pki, version: ssl.TLSVersion) -> None:
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(1))
+    cert_path, key_path = pki.client("echo-1", pki.ica1)
+    try:
+        client = _Client(server.port, _client_context(pki, (cert_path, key_path), version))
+        client.handshake()
+        client.tls.write(b"hello")
+        client.flush()
+        assert client.read() == b"HELLO"
+        client.tls.write(b"x" * 100_000)  # several records each way
+        client.flush()
+        received = b""
+        while len(received) < 100_000:
+            received += client.read()
+        assert received == b"X" * 100_000
+        (app,) = server.apps
+        expected = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
+        assert app.peer_der == expected
+        assert app.transport is not None
+        assert app.transport.get_extra_info("peername")[0] == "127.0.0.1"
+        assert app.transport.get_extra_info("cipher") is not None
+        assert app.transport.get_extra_info("sslcontext") is tls.current
+        client.tls.write(b"bye")  # the server closes: close_notify, then TCP FIN
+        client.flush()
+        assert client.read() == b""  # close_notify (a bare FIN would raise SSLEOFError)
+        assert not client.receive()  # then the TCP connection ends
+        assert _lost(server, app).result(5) is None
+        client.close()
+        assert server.failures == []
+    finally:
+        server.close()
+
+
+def _lost(server: _Server, app: _Echo) -> Any:
+    async def wait() -> Any:
+        return await app.lost
+
+    return asyncio.run_coroutine_threadsafe(wait(), server.loop)
+
+
+@pytest.mark.parametrize("arrival", ["with-the-last-flight", "while-the-step-runs"])
+def test_bytes_that_arrive_during_a_handshake_step_are_kept(pki: Pki, arrival: str) -> None:
+    """TLS 1.3 lets the client write right after its Finished; the server's step that
+    verifies that flight runs on a worker, and what arrives meanwhile must not be lost
+    (nor written into the memory BIO the worker is reading)."""
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    workers = _GatedWorkers(gated=2)  # step 1: ClientHello; step 2: the client's flight
+    server = _Server(tls, workers)
+    try:
+        context = _client_context(pki, pki.client("early", pki.ica1), ssl.TLSVersion.TLSv1_3)
+        client = _Client(server.port, context)
+        client.handshake()  # the client is done once its Finished is written
+        if arrival == "with-the-last-flight":
+            client.tls.write(b"early data")
+            client.flush()
+            assert workers.holding.wait(5)
+        else:
+            assert workers.holding.wait(5)  # the flight is on a worker (held)
+            client.tls.write(b"early data")
+            client.flush()
+            time.sleep(0.2)  # the event loop has received it
+            assert server.apps == []
+        workers.gate.set()
+        assert client.read() == b"EARLY DATA"
+        client.close()
+    finally:
+        workers.gate.set()
+        server.close()
+
+
+def test_an_untrusted_client_certificate_fails_the_handshake(pki: Pki) -> None:
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(1))
+    try:
+        context = _client_context(pki, pki.client("stranger", pki.ica2), ssl.TLSVersion.TLSv1_2)
+        client = _Client(server.port, context)
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            client.handshake()
+        client.close()
+        deadline = time.monotonic() + 5
+        while not server.failures and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert server.failures == ["handshake-failed"]
+        assert server.apps == []
+    finally:
+        server.close()
+
+
+def test_a_client_that_never_finishes_the_handshake_is_dropped(pki: Pki) -> None:
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(1), timeout=0.3)
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+            sock.settimeout(5)
+            started = time.monotonic()
+            assert sock.recv(1) == b""  # closed by the server, nothing sent
+            assert 0.2 < time.monotonic() - started < 3
+        assert server.failures == ["handshake-timeout"]
+    finally:
+        server.close()
+
+
+def test_new_connections_take_the_newest_trust_store(pki: Pki) -> None:
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(2))
+    second = _client_context(pki, pki.client("second", pki.ica2), ssl.TLSVersion.TLSv1_2)
+    try:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            _Client(server.port, second).handshake()
+        assert tls.update_trust([_pem(pki.ica1), _pem(pki.ica2)])
+        client = _Client(server.port, second)
+        client.handshake()
+        client.tls.write(b"in")
+        client.flush()
+        assert client.read() == b"IN"
+        client.close()
+    finally:
+        server.close()
+    assert tls.handshakes_switched == 0  # no servername callback: the context is picked

@@ -9,7 +9,8 @@ and PUBLISH packets. Frontends answer through the :class:`~certhub.listener.api.
 they are given.
 
 Modules: :mod:`.api` (the contract), :mod:`.server` (:class:`Listener`), :mod:`.tls`
-(contexts, trust replacement at runtime), :mod:`.trust` (the trusted CAs from the store).
+(contexts, trust replacement at runtime), :mod:`._tls` (the TLS transport whose
+handshakes run on worker threads), :mod:`.trust` (the trusted CAs from the store).
 """
 
 from certhub.listener.api import CLIENT_DISCONNECT, Frontend, Link, PeerInfo, Refusal, Session

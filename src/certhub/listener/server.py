@@ -1,7 +1,11 @@
 """The listening socket: accepts TLS connections and routes each CONNECT to a frontend.
 
-Run it on a uvloop event loop (``certhub.app`` does): the default asyncio TLS transport
-allocates a 256 KiB buffer per connection, uvloop's costs a few tens of KiB.
+Run it on a uvloop event loop (``certhub.app`` does). TLS is the listener's own
+transport by default (:mod:`._tls`: the handshakes' OpenSSL work on
+``handshake_threads`` worker threads, ~38 KiB per idle connection); with
+``handshake_threads=0`` it is the event loop's TLS transport (uvloop's: handshakes on the
+event-loop thread, ~46 KiB per idle connection; the default asyncio one would allocate
+256 KiB per connection).
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ from typing import Any
 from prometheus_client import Counter
 
 from certhub.listener._connection import MqttConnection
+from certhub.listener._tls import HandshakeWorkers, TlsConnection
 from certhub.listener.api import Frontend, Link, Refusal, Session
 from certhub.listener.tls import ServerTls
 from certhub.mqtt import DEFAULT_MAX_PACKET_SIZE, Connect, ConnectReturnCode
 
-__all__ = ["UNROUTED_REFUSALS", "Listener"]
+__all__ = ["TLS_FAILURES", "UNROUTED_REFUSALS", "Listener"]
 
 log = logging.getLogger("certhub.listener")
 
 UNROUTED_REFUSALS = Counter(
     "certhub_listener_unrouted_total",
     "CONNECTs refused because no frontend recognised the username",
+)
+TLS_FAILURES = Counter(
+    "certhub_listener_tls_failures_total",
+    "Connections closed by TLS: a failed handshake (e.g. an untrusted client certificate), "
+    "no handshake in time, or a bad record afterwards",
+    ["reason"],
 )
 
 
@@ -44,6 +55,7 @@ class Listener:
         max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
         backlog: int = 4096,
         reuse_port: bool = False,
+        handshake_threads: int = 1,
     ) -> None:
         self.frontends = tuple(frontends)
         self.tls = tls
@@ -56,11 +68,15 @@ class Listener:
         self.reuse_port = reuse_port
         """Bind with ``SO_REUSEPORT``: several processes share the port, the kernel spreads
         new connections between them (``certhub serve --workers N``)."""
+        self.handshake_threads = handshake_threads
+        """Threads that run TLS handshakes (:mod:`._tls`); 0 runs them on the event loop
+        with its own TLS transport."""
         self.connections: set[MqttConnection] = set()
         self.protocol_errors = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._workers: HandshakeWorkers | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -78,9 +94,27 @@ class Listener:
 
     async def start(self) -> None:
         """Bind and start accepting connections."""
-        self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
-            lambda: MqttConnection(self),
+        loop = self._loop = asyncio.get_running_loop()
+        if self.handshake_threads > 0:
+            workers = self._workers = HandshakeWorkers(self.handshake_threads)
+            tls, timeout = self.tls, self.handshake_timeout
+
+            def connection() -> TlsConnection:
+                return TlsConnection(
+                    tls.current, self._new_connection, workers, loop, timeout, self._failed
+                )
+
+            self._server = await loop.create_server(
+                connection,
+                self.host,
+                self.port,
+                backlog=self.backlog,
+                reuse_address=True,
+                reuse_port=self.reuse_port or None,
+            )
+            return
+        self._server = await loop.create_server(
+            self._new_connection,
             self.host,
             self.port,
             ssl=self.tls.context,
@@ -101,6 +135,15 @@ class Listener:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
+
+    def _new_connection(self) -> MqttConnection:
+        return MqttConnection(self)
+
+    def _failed(self, reason: str) -> None:
+        TLS_FAILURES.labels(reason).inc()
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run ``coro`` as a task the listener waits for at :meth:`stop`."""

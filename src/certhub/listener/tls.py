@@ -9,7 +9,9 @@ server was started with and, in it, points the connection at the newest context
 (``ssl_object.context = current``), whose certificate store is the one used to verify
 the client. Rebuilding is a few milliseconds; connections already established keep
 their context. The callback is installed on the first change only: until then every
-handshake uses the base context and pays no Python call.
+handshake uses the base context and pays no Python call. The listener's own transport
+(:mod:`certhub.listener._tls`, the default) needs no callback: it wraps each new
+connection with :attr:`ServerTls.current`.
 
 Every context: TLS 1.2 and 1.3, server certificate chain from files, client certificate
 requested but optional (``CERT_OPTIONAL``), ``VERIFY_X509_PARTIAL_CHAIN`` (a chain may
@@ -81,6 +83,12 @@ class ServerTls:
     def context(self) -> ssl.SSLContext:
         """The context to give the listening server (stable for its lifetime)."""
         return self._base
+
+    @property
+    def current(self) -> ssl.SSLContext:
+        """The context with the newest trust store (for transports that pick one per
+        connection, such as the listener's own TLS transport)."""
+        return self._current
 
     @property
     def trust_pems(self) -> tuple[str, ...]:

@@ -144,11 +144,11 @@ class TlsConnection(asyncio.Protocol):
         self._ssl = self._context.wrap_bio(self._in, self._out, server_side=True)
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
         if self._app is not None:
             self._in.write(data)
             self._read_records()
-            return
-        if self._closing:
             return
         if self._stepping:  # a worker owns the SSL object: keep the bytes until it is back
             if self._pending is None:

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 
 from certhub.cluster._schema import cluster_leases
 from certhub.cluster.errors import LeaseError
+from certhub.registry.engine import WRITE_OPTIONS
 
 __all__ = ["LeaseRecord", "LeaseStore"]
 
@@ -40,6 +41,9 @@ class LeaseStore:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._writer = engine.execution_options(**WRITE_OPTIONS)
+        """Write transactions take SQLite's write lock at BEGIN (queueing on the busy
+        timeout) instead of failing when a read inside them meets a newer commit."""
 
     def acquire(self, name: str, holder: str, ttl: dt.timedelta, now: dt.datetime) -> bool:
         """Take or renew lease ``name`` for ``holder`` until ``now + ttl``; True if held.
@@ -55,7 +59,7 @@ class LeaseStore:
             .where(sa.or_(lease.holder == holder, lease.expires_at <= now))
             .values(holder=holder, expires_at=expires, acquired_at=_acquired(holder, now))
         )
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             if conn.execute(take).rowcount == 1:
                 return True
             insert = (
@@ -70,7 +74,7 @@ class LeaseStore:
         stmt = sa.delete(cluster_leases).where(
             cluster_leases.c.name == name, cluster_leases.c.holder == holder
         )
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             return bool(conn.execute(stmt).rowcount == 1)
 
     def get(self, name: str) -> LeaseRecord | None:

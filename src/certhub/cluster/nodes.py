@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from certhub.cluster._schema import cluster_nodes
+from certhub.registry.engine import WRITE_OPTIONS
 
 __all__ = ["NodeRecord", "NodeRegistry", "per_node_rate"]
 
@@ -37,6 +38,9 @@ class NodeRegistry:
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._writer = engine.execution_options(**WRITE_OPTIONS)
+        """Write transactions take SQLite's write lock at BEGIN (queueing on the busy
+        timeout) instead of failing when a read inside them meets a newer commit."""
 
     def heartbeat(
         self, node_id: str, name: str, now: dt.datetime, info: Mapping[str, Any] | None = None
@@ -44,7 +48,7 @@ class NodeRegistry:
         """Insert the node's row or refresh its ``heartbeat_at``."""
         nodes = cluster_nodes.c
         refresh = sa.update(cluster_nodes).where(nodes.node_id == node_id).values(heartbeat_at=now)
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             if conn.execute(refresh).rowcount == 0:
                 conn.execute(
                     sa.insert(cluster_nodes).values(
@@ -68,13 +72,13 @@ class NodeRegistry:
 
     def remove(self, node_id: str) -> None:
         """Delete the node's row (clean shutdown)."""
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(sa.delete(cluster_nodes).where(cluster_nodes.c.node_id == node_id))
 
     def prune(self, before: dt.datetime) -> int:
         """Delete rows of nodes silent since ``before``; returns how many."""
         stmt = sa.delete(cluster_nodes).where(cluster_nodes.c.heartbeat_at < before)
-        with self._engine.begin() as conn:
+        with self._writer.begin() as conn:
             return int(conn.execute(stmt).rowcount)
 
 

@@ -4,6 +4,7 @@ and the listener's own TLS transport, whose handshakes run on worker threads."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
 import threading
@@ -20,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certhub.app import new_event_loop
 from certhub.clock import SystemClock
 from certhub.listener import ServerTls
-from certhub.listener._tls import HandshakeWorkers, TlsConnection
+from certhub.listener._tls import MAX_HANDSHAKE_BACKLOG, HandshakeWorkers, TlsConnection
 from certhub.pki import (
     Authority,
     CaKeyPair,
@@ -491,3 +492,31 @@ def test_new_connections_take_the_newest_trust_store(pki: Pki) -> None:
     finally:
         server.close()
     assert tls.handshakes_switched == 0  # no servername callback: the context is picked
+
+
+def test_a_client_flooding_a_handshake_step_is_dropped(pki: Pki) -> None:
+    """What arrives while a step runs is held in memory, up to MAX_HANDSHAKE_BACKLOG."""
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    workers = _GatedWorkers(gated=1)  # hold the ClientHello's step
+    server = _Server(tls, workers)
+    try:
+        context = _client_context(pki, pki.client("flood", pki.ica1), ssl.TLSVersion.TLSv1_2)
+        client = _Client(server.port, context)
+        with pytest.raises(ssl.SSLWantReadError):
+            client.tls.do_handshake()
+        client.flush()  # the ClientHello
+        assert workers.holding.wait(5)
+        junk = b"\x17" * 65536
+        with contextlib.suppress(OSError):  # the server may reset mid-flood
+            for _ in range(MAX_HANDSHAKE_BACKLOG // len(junk) + 2):
+                client.sock.sendall(junk)
+        client.sock.settimeout(5)
+        with contextlib.suppress(OSError):
+            while client.sock.recv(65536):
+                pass
+        assert server.failures == ["handshake-failed"]
+        assert server.apps == []
+        client.close()
+    finally:
+        workers.gate.set()
+        server.close()

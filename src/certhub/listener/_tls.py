@@ -39,6 +39,9 @@ __all__ = ["HandshakeWorkers", "TlsConnection"]
 log = logging.getLogger("certhub.listener")
 
 _READ_SIZE = 1 << 16
+MAX_HANDSHAKE_BACKLOG = 1 << 18
+"""Bytes a client may send while a handshake step runs before it is dropped (a client's
+flights are a few KiB: its certificate chain is the largest part)."""
 
 _WANT_READ = "want-read"
 _DONE = "done"
@@ -100,6 +103,7 @@ class TlsConnection(asyncio.Protocol):
         "_on_failure",
         "_out",
         "_pending",
+        "_pending_size",
         "_result",
         "_ssl",
         "_stepping",
@@ -130,6 +134,7 @@ class TlsConnection(asyncio.Protocol):
         self._ssl: ssl.SSLObject | None = None
         self._app: asyncio.Protocol | None = None
         self._pending: list[bytes] | None = None
+        self._pending_size = 0
         self._stepping = False
         self._closing = False
         self._result: object = None
@@ -151,7 +156,10 @@ class TlsConnection(asyncio.Protocol):
             self._read_records()
             return
         if self._stepping:  # a worker owns the SSL object: keep the bytes until it is back
-            if self._pending is None:
+            self._pending_size += len(data)
+            if self._pending_size > MAX_HANDSHAKE_BACKLOG:
+                self._fail("handshake-failed", "too many bytes during the handshake")
+            elif self._pending is None:
                 self._pending = [data]
             else:
                 self._pending.append(data)
@@ -210,6 +218,7 @@ class TlsConnection(asyncio.Protocol):
             tcp.write(out)
         if result is _WANT_READ:
             pending, self._pending = self._pending, None
+            self._pending_size = 0
             if pending:
                 for data in pending:
                     self._in.write(data)

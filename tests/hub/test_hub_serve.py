@@ -10,13 +10,14 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from certhub.bootstrap import initialize
 from certhub.mqtt import ClientConnection, ConnAck, Connect, ConnectReturnCode, encode
-from serverkit import API_VERSION
+from serverkit import API_VERSION, running_server
 
 LISTENING = re.compile(r"MQTT/TLS listener on ([0-9.]+):(\d+) \(dps, hub\)")
 HTTPS_LISTENING = re.compile(r"HTTPS listener on [0-9.]+:(\d+) ")
@@ -99,3 +100,22 @@ def test_serve_listens_on_the_ports_init_recorded(tmp_path: Path) -> None:
     finally:
         process.kill()
     assert process.returncode == 0
+
+
+def test_stopping_the_listener_drops_connections_still_in_their_handshake(
+    tmp_path: Path,
+) -> None:
+    """The listener's own TLS transport knows them (with ``handshake_threads=0`` the event
+    loop's transport keeps them until its handshake timeout)."""
+    with running_server(tmp_path / "data") as running:
+        port = running.server.mqtt_address[1]
+        sock = socket.create_connection(("127.0.0.1", port), 5)  # no ClientHello yet
+        sock.settimeout(5)
+        time.sleep(0.2)  # accepted
+        running.call(running.server.listener.stop())  # the event loop goes on
+        try:
+            assert sock.recv(1) == b""  # at the stop, not at the 30 s handshake timeout
+        except ConnectionResetError:
+            pass
+        finally:
+            sock.close()

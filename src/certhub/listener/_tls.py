@@ -98,6 +98,7 @@ class TlsConnection(asyncio.Protocol):
         "_app_factory",
         "_closing",
         "_context",
+        "_handshaking",
         "_in",
         "_loop",
         "_on_failure",
@@ -120,14 +121,18 @@ class TlsConnection(asyncio.Protocol):
         loop: asyncio.AbstractEventLoop,
         handshake_timeout: float,
         on_failure: Callable[[str], None] | None = None,
+        handshaking: set[TlsConnection] | None = None,
     ) -> None:
         """``on_failure(reason)`` is told of each connection that ends before or because
-        of TLS: ``handshake-failed``, ``handshake-timeout`` or ``tls-error``."""
+        of TLS: ``handshake-failed``, ``handshake-timeout`` or ``tls-error``. The
+        connection is in ``handshaking`` from its TCP accept until its handshake ends
+        (so that a stopping server can drop the ones that have no application yet)."""
         self._context = context
         self._app_factory = app_factory
         self._workers = workers
         self._loop = loop
         self._on_failure = on_failure
+        self._handshaking = handshaking
         self._tcp: asyncio.Transport | None = None
         self._in = ssl.MemoryBIO()
         self._out = ssl.MemoryBIO()
@@ -147,6 +152,8 @@ class TlsConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tcp = transport  # type: ignore[assignment]  # uvloop's is duck-typed
         self._ssl = self._context.wrap_bio(self._in, self._out, server_side=True)
+        if self._handshaking is not None:
+            self._handshaking.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -176,6 +183,8 @@ class TlsConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._cancel_timer()
+        if self._handshaking is not None:
+            self._handshaking.discard(self)
         app, self._app = self._app, None
         self._tcp = None
         self._pending = None
@@ -229,6 +238,8 @@ class TlsConnection(asyncio.Protocol):
             self._fail("handshake-failed", str(result))
             return
         self._cancel_timer()
+        if self._handshaking is not None:
+            self._handshaking.discard(self)
         app = self._app = self._app_factory()
         app.connection_made(self)  # type: ignore[arg-type]  # duck-typed transport
         pending, self._pending = self._pending, None

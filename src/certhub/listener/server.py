@@ -77,6 +77,7 @@ class Listener:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: HandshakeWorkers | None = None
+        self._handshaking: set[TlsConnection] = set()
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -97,11 +98,17 @@ class Listener:
         loop = self._loop = asyncio.get_running_loop()
         if self.handshake_threads > 0:
             workers = self._workers = HandshakeWorkers(self.handshake_threads)
-            tls, timeout = self.tls, self.handshake_timeout
+            tls, timeout, handshaking = self.tls, self.handshake_timeout, self._handshaking
 
             def connection() -> TlsConnection:
                 return TlsConnection(
-                    tls.current, self._new_connection, workers, loop, timeout, self._failed
+                    tls.current,
+                    self._new_connection,
+                    workers,
+                    loop,
+                    timeout,
+                    self._failed,
+                    handshaking,
                 )
 
             self._server = await loop.create_server(
@@ -130,6 +137,8 @@ class Listener:
             self._server.close()
         for connection in list(self.connections):
             connection.close("server-shutdown")
+        for tls_connection in list(self._handshaking):  # no session yet: nothing to say
+            tls_connection.abort()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         if self._server is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -259,24 +258,31 @@ def _foreign_leaf(pems_dir: Path, device_id: str) -> dict[str, Any]:
     return {"pems": write_pems(pems_dir, device_id, key, leaf)}
 
 
-def test_untrusted_ca_fails_the_tls_handshake(
+def test_a_certificate_from_an_unknown_ca_is_refused(
     hub: RunningServer, device_id: str, pems_dir: Path
 ) -> None:
+    """The listener's own TLS (default) takes any client certificate and the hub refuses
+    this one with CONNACK 5; the event loop's TLS (``handshake_threads=0``) verifies
+    against the trusted CAs and fails the handshake instead, with no CONNACK at all."""
     create_device(hub.store, device_id)
-    before = _tls_failures()
+    before, refused = _tls_failures(), _refusals("issuer-not-a-policy-ca")
     with DeviceClient(hub, device_id, **_foreign_leaf(pems_dir, device_id)) as client:
-        assert client.connect() is None  # TLS alert: no CONNACK at all
-    if hub.server.config.handshake_threads:  # counted by the listener's own transport
-        deadline = time.monotonic() + 5  # just after the alert is written
-        while _tls_failures() == before and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert _tls_failures() == before + 1
+        code = client.connect()
+        if hub.server.config.handshake_threads:
+            assert code == 5
+            assert client.wait_disconnected()
+            assert _refusals("issuer-not-a-policy-ca") == refused + 1
+        else:
+            assert code is None  # TLS alert
+    assert _tls_failures() == before
 
 
-def test_truly_self_signed_certificates_fail_at_tls(
+def test_a_truly_self_signed_certificate_admits_its_selfsigned_device(
     hub: RunningServer, device_id: str, pems_dir: Path
 ) -> None:
-    """The documented gap: Python's ssl verifies any client certificate it requests."""
+    """IoT Hub's ``selfSigned`` devices: the hub knows only the thumbprint. The listener's
+    own TLS admits them; the event loop's TLS (``handshake_threads=0``, Python's ``ssl``
+    has no verify callback) fails their handshake."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
@@ -308,4 +314,8 @@ def test_truly_self_signed_certificates_fail_at_tls(
         hub, device_id, cert_file=pems_dir / "self.pem", key_file=pems_dir / "self.key"
     )
     with client:
-        assert client.connect() is None
+        if hub.server.config.handshake_threads:
+            assert client.connect() == 0
+            assert device_id in hub.server.hub_frontend.sessions
+        else:
+            assert client.connect() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import socket
 import ssl
 import threading
@@ -15,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from certhub.app import new_event_loop
 from certhub.clock import SystemClock
@@ -232,8 +235,7 @@ class _Echo(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, TlsConnection)
         self.transport = transport
-        ssl_object = transport.get_extra_info("ssl_object")
-        self.peer_der = ssl_object.getpeercert(binary_form=True)
+        self.peer_der = transport.peer_certificate_der()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -285,7 +287,7 @@ class _Server:
             loop = asyncio.get_running_loop()
             return await loop.create_server(
                 lambda: TlsConnection(
-                    tls.current,
+                    tls.listener_context,
                     lambda: _Echo(self.apps),
                     workers,
                     loop,
@@ -388,13 +390,19 @@ def test_the_tls_transport_carries_records_both_ways(pki: Pki, version: ssl.TLSV
         while len(received) < 100_000:
             received += client.read()
         assert received == b"X" * 100_000
+        session = client.tls.session  # the client offered tickets (default context)
+        if version is ssl.TLSVersion.TLSv1_2:
+            assert session is None or not session.has_ticket  # OP_NO_TICKET: none sent
         (app,) = server.apps
         expected = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
         assert app.peer_der == expected
         assert app.transport is not None
         assert app.transport.get_extra_info("peername")[0] == "127.0.0.1"
         assert app.transport.get_extra_info("cipher") is not None
-        assert app.transport.get_extra_info("sslcontext") is tls.current
+        assert (
+            app.transport.tls_version()
+            == {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[version.name]
+        )
         client.tls.write(b"bye")  # the server closes: close_notify, then TCP FIN
         client.flush()
         assert client.read() == b""  # close_notify (a bare FIN would raise SSLEOFError)
@@ -443,15 +451,66 @@ def test_bytes_that_arrive_during_a_handshake_step_are_kept(pki: Pki, arrival: s
         server.close()
 
 
-def test_an_untrusted_client_certificate_fails_the_handshake(pki: Pki) -> None:
+def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder(
+            issuer_name=subject,
+            subject_name=subject,
+            public_key=key.public_key(),
+            serial_number=x509.random_serial_number(),
+            not_valid_before=now - dt.timedelta(days=1),
+            not_valid_after=now + dt.timedelta(days=1),
+        )
+    ).sign(key, hashes.SHA256())
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
+    cert_path.write_bytes(cert.public_bytes(PEM))
+    _write_key(key_path, key)
+    return cert_path, key_path
+
+
+@pytest.mark.parametrize("issuer", ["untrusted-ca", "self-signed", "none"])
+def test_any_client_certificate_completes_the_handshake(pki: Pki, issuer: str) -> None:
+    """TLS proves possession of the key; who the certificate admits is the frontends'
+    call (a CONNACK), so no CA list stands between a ``selfSigned`` device and the hub."""
     tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
     server = _Server(tls, HandshakeWorkers(1))
     try:
-        context = _client_context(pki, pki.client("stranger", pki.ica2), ssl.TLSVersion.TLSv1_2)
+        context = ssl.create_default_context(cafile=str(pki.server_ca))
+        if issuer == "untrusted-ca":
+            cert_path, key_path = pki.client("stranger", pki.ica2)  # ica2 is not trusted
+        elif issuer == "self-signed":
+            cert_path, key_path = _self_signed(pki.dir, "self")
+        if issuer != "none":
+            context.load_cert_chain(cert_path, key_path)
         client = _Client(server.port, context)
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            client.handshake()
+        client.handshake()
+        client.tls.write(b"hi")
+        client.flush()
+        assert client.read() == b"HI"
+        (app,) = server.apps
+        if issuer == "none":
+            assert app.peer_der is None
+        else:
+            assert app.peer_der == ssl.PEM_cert_to_DER_cert(cert_path.read_text())
         client.close()
+        assert server.failures == []
+    finally:
+        server.close()
+
+
+def test_a_client_that_does_not_speak_tls_fails_the_handshake(pki: Pki) -> None:
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(1))
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), 5) as sock:
+            sock.settimeout(5)
+            sock.sendall(b"\x10\x0c\x00\x04MQTT\x04\x02\x00\x3c\x00\x00")  # plain MQTT
+            with contextlib.suppress(ConnectionResetError):
+                while sock.recv(65536):  # an alert, then the connection ends
+                    pass
         deadline = time.monotonic() + 5
         while not server.failures and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -473,25 +532,6 @@ def test_a_client_that_never_finishes_the_handshake_is_dropped(pki: Pki) -> None
         assert server.failures == ["handshake-timeout"]
     finally:
         server.close()
-
-
-def test_new_connections_take_the_newest_trust_store(pki: Pki) -> None:
-    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
-    server = _Server(tls, HandshakeWorkers(2))
-    second = _client_context(pki, pki.client("second", pki.ica2), ssl.TLSVersion.TLSv1_2)
-    try:
-        with pytest.raises((ssl.SSLError, ConnectionError)):
-            _Client(server.port, second).handshake()
-        assert tls.update_trust([_pem(pki.ica1), _pem(pki.ica2)])
-        client = _Client(server.port, second)
-        client.handshake()
-        client.tls.write(b"in")
-        client.flush()
-        assert client.read() == b"IN"
-        client.close()
-    finally:
-        server.close()
-    assert tls.handshakes_switched == 0  # no servername callback: the context is picked
 
 
 def test_a_client_flooding_a_handshake_step_is_dropped(pki: Pki) -> None:
@@ -519,4 +559,30 @@ def test_a_client_flooding_a_handshake_step_is_dropped(pki: Pki) -> None:
         client.close()
     finally:
         workers.gate.set()
+        server.close()
+
+
+@VERSIONS
+def test_no_session_resumes(pki: Pki, version: ssl.TLSVersion) -> None:
+    """No session cache and no ticket key: every handshake is a full one. (TLS 1.3 clients
+    still receive stateful tickets, an id that names no stored session: pyOpenSSL cannot
+    set ``num_tickets``.)"""
+    tls = ServerTls(pki.server_cert, pki.server_key, [_pem(pki.ica1)])
+    server = _Server(tls, HandshakeWorkers(1))
+    try:
+        context = _client_context(pki, pki.client("again", pki.ica1), version)
+        first = _Client(server.port, context)
+        first.handshake()
+        first.tls.write(b"a")
+        first.flush()
+        assert first.read() == b"A"  # a TLS 1.3 ticket, if any, has arrived
+        session = first.tls.session
+        first.close()
+        second = _Client(server.port, context)
+        if session is not None:
+            second.tls.session = session
+        second.handshake()
+        assert not second.tls.session_reused
+        second.close()
+    finally:
         server.close()

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
+from certhub.listener._tls import TlsConnection
 from certhub.listener.api import CLIENT_DISCONNECT, PeerInfo, Refusal, Session
 from certhub.mqtt import (
     ConnAck,
@@ -139,10 +140,13 @@ class MqttConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is duck-typed
-        ssl_object = transport.get_extra_info("ssl_object")
         peername = transport.get_extra_info("peername") or ("", 0)
-        der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
-        version = ssl_object.version() if ssl_object is not None else None
+        if isinstance(transport, TlsConnection):  # the listener's own TLS
+            der, version = transport.peer_certificate_der(), transport.tls_version()
+        else:  # the event loop's TLS (handshake_threads=0)
+            ssl_object = transport.get_extra_info("ssl_object")
+            der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+            version = ssl_object.version() if ssl_object is not None else None
         self._peer = PeerInfo(
             address=str(peername[0]),
             port=int(peername[1]),

@@ -1,26 +1,39 @@
-"""TLS over a plain TCP transport, with the handshake's cryptography on worker threads.
+"""TLS over a plain TCP transport (pyOpenSSL on memory BIOs), handshakes on worker threads.
 
-Why not the event loop's own TLS transport (``create_server(ssl=...)``): it runs every
-handshake on the event-loop thread, and a mutual-TLS handshake is ~0.8 ms of OpenSSL
-(key exchange, the server's signature, parsing and verifying the client's chain and its
-CertificateVerify) against ~0.3 ms of Python for the whole connection. OpenSSL releases
-the GIL while it works, so this transport hands each handshake step
-(``SSLObject.do_handshake``) to a :class:`HandshakeWorkers` thread and the event loop
-goes on serving other connections; a broker process then uses more than one core for
-connection storms (a fleet coming back after an outage), where a single-threaded
-broker is capped at one. After the handshake, records are read and written on the
-event-loop thread (a few microseconds each).
+Why not the event loop's own TLS transport (``create_server(ssl=...)``, Python's ``ssl``):
 
-The SSL object belongs to exactly one thread at a time: while a step runs on a worker,
-bytes arriving from the client are kept in ``_pending`` and written to the memory BIO
-only when the step is back on the event loop.
+* **Self-signed device certificates.** Python's ``ssl`` verifies every client
+  certificate it requests against its trust store and aborts the handshake when that
+  fails; it has no verify callback. IoT Hub's ``selfSigned`` devices present a
+  certificate no CA issued, known to the hub only by its thumbprint. Here the
+  verify callback accepts any client certificate: TLS still proves that the client holds
+  the certificate's private key (its CertificateVerify signature is checked whatever the
+  callback says), and the frontends decide who the certificate admits — the hub checks
+  a ``certificateAuthority`` leaf's signature against this hub's issuing CAs
+  (:mod:`certhub.hub.issuers`) and a ``selfSigned`` device's thumbprint, DPS its
+  enrollment's certificate or CA (:mod:`certhub.dps.attestation`) — and answer a
+  refusal with a CONNACK, in MQTT's terms, not a TLS alert.
+* **Speed.** A mutual-TLS handshake is most of a connection's CPU. OpenSSL releases the
+  GIL while it works, so this transport hands each handshake step (``do_handshake``)
+  to a :class:`HandshakeWorkers` thread and the event loop goes on serving other
+  connections: one broker process uses more than one core during a connection storm
+  (a fleet coming back after an outage), where a single-threaded broker is capped at
+  one. pyOpenSSL runs on the OpenSSL that ``cryptography`` ships (4.x), whose
+  certificate decoding is much cheaper than the system's 3.0; and no chain is
+  verified twice. After the handshake, records are read and written on the event-loop
+  thread (a few microseconds each).
+
+The SSL connection belongs to exactly one thread at a time: while a step runs on a
+worker, bytes arriving from the client are kept in ``_pending`` and written to the
+memory BIO only when the step is back on the event loop.
 
 :class:`TlsConnection` is the TCP protocol and, towards the application protocol it
-creates after the handshake, the transport (the subset of ``asyncio.Transport`` an
-MQTT connection uses, plus ``get_extra_info("ssl_object" | "peercert" | "cipher" |
-"sslcontext" | ...)``). Memory per idle connection: the two memory BIOs are empty once
-drained and OpenSSL releases its record buffers (``SSL_MODE_RELEASE_BUFFERS``, set by
-CPython), so this object adds a few hundred bytes to OpenSSL's own per-connection state.
+creates after the handshake, the transport (the subset of ``asyncio.Transport`` an MQTT
+connection uses; :meth:`TlsConnection.peer_certificate_der` and
+:meth:`TlsConnection.tls_version` tell what TLS learned). Memory per idle connection:
+OpenSSL's state (with the client's certificate) and this object's slots; the memory
+BIOs are empty once drained and record buffers are released
+(``SSL_MODE_RELEASE_BUFFERS``).
 """
 
 from __future__ import annotations
@@ -29,12 +42,15 @@ import asyncio
 import contextlib
 import logging
 import queue
-import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-__all__ = ["HandshakeWorkers", "TlsConnection"]
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL, crypto
+
+__all__ = ["HandshakeWorkers", "TlsConnection", "build_listener_context"]
 
 log = logging.getLogger("certhub.listener")
 
@@ -43,8 +59,31 @@ MAX_HANDSHAKE_BACKLOG = 1 << 18
 """Bytes a client may send while a handshake step runs before it is dropped (a client's
 flights are a few KiB: its certificate chain is the largest part)."""
 
+_DER = Encoding.DER
 _WANT_READ = "want-read"
 _DONE = "done"
+
+
+def _accept_any(
+    _conn: SSL.Connection, _cert: crypto.X509, _errno: int, _depth: int, _ok: int
+) -> bool:
+    return True  # the frontends authenticate the certificate (module docstring)
+
+
+def build_listener_context(cert_file: Path, key_file: Path) -> SSL.Context:
+    """The MQTT listener's server context: TLS 1.2 and 1.3, the endpoint certificate
+    chain, a client certificate requested (optional: SAS devices have none) and accepted
+    whoever issued it, no session tickets or session cache (nothing resumes sessions)."""
+    context = SSL.Context(SSL.TLS_SERVER_METHOD)
+    context.set_min_proto_version(SSL.TLS1_2_VERSION)
+    context.use_certificate_chain_file(str(cert_file))
+    context.use_privatekey_file(str(key_file))
+    context.check_privatekey()
+    context.set_options(SSL.OP_NO_TICKET)
+    context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
+    context.set_verify(SSL.VERIFY_PEER, _accept_any)
+    return context
 
 
 class HandshakeWorkers:
@@ -99,10 +138,8 @@ class TlsConnection(asyncio.Protocol):
         "_closing",
         "_context",
         "_handshaking",
-        "_in",
         "_loop",
         "_on_failure",
-        "_out",
         "_pending",
         "_pending_size",
         "_result",
@@ -115,7 +152,7 @@ class TlsConnection(asyncio.Protocol):
 
     def __init__(
         self,
-        context: ssl.SSLContext,
+        context: SSL.Context,
         app_factory: Callable[[], asyncio.Protocol],
         workers: HandshakeWorkers,
         loop: asyncio.AbstractEventLoop,
@@ -134,9 +171,7 @@ class TlsConnection(asyncio.Protocol):
         self._on_failure = on_failure
         self._handshaking = handshaking
         self._tcp: asyncio.Transport | None = None
-        self._in = ssl.MemoryBIO()
-        self._out = ssl.MemoryBIO()
-        self._ssl: ssl.SSLObject | None = None
+        self._ssl: SSL.Connection | None = None
         self._app: asyncio.Protocol | None = None
         self._pending: list[bytes] | None = None
         self._pending_size = 0
@@ -147,22 +182,40 @@ class TlsConnection(asyncio.Protocol):
             handshake_timeout, self._on_handshake_timeout
         )
 
+    # -- what TLS learned --------------------------------------------------------------------
+
+    def peer_certificate_der(self) -> bytes | None:
+        """The client's certificate (DER), None when it sent none."""
+        if self._ssl is None:
+            return None
+        cert = self._ssl.get_peer_certificate(as_cryptography=True)
+        return None if cert is None else cert.public_bytes(_DER)
+
+    def tls_version(self) -> str | None:
+        """``TLSv1.2`` or ``TLSv1.3`` once the handshake is done."""
+        if self._ssl is None or self._app is None:
+            return None
+        return self._ssl.get_protocol_version_name()
+
     # -- TCP side (asyncio.Protocol) ---------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tcp = transport  # type: ignore[assignment]  # uvloop's is duck-typed
-        self._ssl = self._context.wrap_bio(self._in, self._out, server_side=True)
+        connection = self._ssl = SSL.Connection(self._context, None)  # memory BIOs
+        connection.set_accept_state()
         if self._handshaking is not None:
             self._handshaking.add(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
             return
+        connection = self._ssl
+        assert connection is not None
         if self._app is not None:
-            self._in.write(data)
+            connection.bio_write(data)
             self._read_records()
             return
-        if self._stepping:  # a worker owns the SSL object: keep the bytes until it is back
+        if self._stepping:  # a worker owns the SSL connection: keep the bytes until it is back
             self._pending_size += len(data)
             if self._pending_size > MAX_HANDSHAKE_BACKLOG:
                 self._fail("handshake-failed", "too many bytes during the handshake")
@@ -171,7 +224,7 @@ class TlsConnection(asyncio.Protocol):
             else:
                 self._pending.append(data)
             return
-        self._in.write(data)
+        connection.bio_write(data)
         self._stepping = True
         self._workers.submit(self)
 
@@ -203,14 +256,14 @@ class TlsConnection(asyncio.Protocol):
 
     def _run_step(self) -> None:
         """On a worker thread: advance the handshake, then hand back to the event loop."""
-        sslobj = self._ssl
-        assert sslobj is not None
+        connection = self._ssl
+        assert connection is not None
         try:
-            sslobj.do_handshake()
+            connection.do_handshake()
             result: object = _DONE
-        except ssl.SSLWantReadError:
+        except SSL.WantReadError:
             result = _WANT_READ
-        except Exception as exc:  # handshake failures: bad certificate, wrong version, ...
+        except Exception as exc:  # handshake failures: wrong version, no shared cipher, ...
             result = exc
         self._result = result
         with contextlib.suppress(RuntimeError):  # RuntimeError: the loop is closed
@@ -219,10 +272,10 @@ class TlsConnection(asyncio.Protocol):
     def _step_done(self) -> None:
         self._stepping = False
         result, self._result = self._result, None
-        tcp = self._tcp
-        if tcp is None or self._closing:
+        tcp, connection = self._tcp, self._ssl
+        if tcp is None or connection is None or self._closing:
             return
-        out = self._out.read()
+        out = _drain(connection)
         if out:
             tcp.write(out)
         if result is _WANT_READ:
@@ -230,7 +283,7 @@ class TlsConnection(asyncio.Protocol):
             self._pending_size = 0
             if pending:
                 for data in pending:
-                    self._in.write(data)
+                    connection.bio_write(data)
                 self._stepping = True
                 self._workers.submit(self)
             return
@@ -245,7 +298,7 @@ class TlsConnection(asyncio.Protocol):
         pending, self._pending = self._pending, None
         if pending:
             for data in pending:
-                self._in.write(data)
+                connection.bio_write(data)
         if self._app is not None:  # records that came with the client's last flight
             self._read_records()
 
@@ -274,27 +327,23 @@ class TlsConnection(asyncio.Protocol):
     # -- records after the handshake -------------------------------------------------------
 
     def _read_records(self) -> None:
-        sslobj = self._ssl
-        assert sslobj is not None
+        connection = self._ssl
+        assert connection is not None
         chunks: list[bytes] = []
         eof = False
         try:
             while True:
-                chunk = sslobj.read(_READ_SIZE)
-                if not chunk:
-                    eof = True
-                    break
-                chunks.append(chunk)
-        except ssl.SSLWantReadError:
+                chunks.append(connection.recv(_READ_SIZE))
+        except SSL.WantReadError:
             pass
-        except ssl.SSLZeroReturnError:  # the client sent close_notify
+        except SSL.ZeroReturnError:  # the client sent close_notify
             eof = True
-        except ssl.SSLError as exc:
+        except SSL.Error as exc:
             if chunks and self._app is not None:
                 self._app.data_received(b"".join(chunks))
             self._fail("tls-error", str(exc))
             return
-        out = self._out.read()
+        out = _drain(connection)
         if out and self._tcp is not None:
             self._tcp.write(out)
         if chunks and self._app is not None:
@@ -308,24 +357,24 @@ class TlsConnection(asyncio.Protocol):
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Encrypt ``data`` and queue it on the TCP transport."""
-        tcp = self._tcp
-        if tcp is None or self._closing or self._ssl is None:
+        tcp, connection = self._tcp, self._ssl
+        if tcp is None or connection is None or self._closing:
             return
-        self._ssl.write(data)
-        tcp.write(self._out.read())
+        connection.sendall(bytes(data))
+        tcp.write(_drain(connection))
 
     def close(self) -> None:
         """Send close_notify after what is queued, then close the TCP connection."""
         if self._closing:
             return
         self._closing = True
-        tcp = self._tcp
+        tcp, connection = self._tcp, self._ssl
         if tcp is None:
             return
-        if self._ssl is not None and self._app is not None:
-            with contextlib.suppress(ssl.SSLError):  # WantRead: the peer's is not awaited
-                self._ssl.unwrap()
-            out = self._out.read()
+        if connection is not None and self._app is not None:
+            with contextlib.suppress(SSL.Error):  # the peer's close_notify is not awaited
+                connection.shutdown()
+            out = _drain(connection)
             if out:
                 tcp.write(out)
         tcp.close()
@@ -355,19 +404,23 @@ class TlsConnection(asyncio.Protocol):
             self._tcp.resume_reading()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """As ``asyncio.Transport.get_extra_info``, with the TLS names of asyncio's."""
-        sslobj = self._ssl
-        if name == "ssl_object":
-            return sslobj
-        if name == "sslcontext":
-            return self._context
-        if sslobj is not None and self._app is not None:
-            if name == "peercert":
-                return sslobj.getpeercert()
-            if name == "cipher":
-                return sslobj.cipher()
-            if name == "compression":
-                return sslobj.compression()
+        """As ``asyncio.Transport.get_extra_info``: the TCP transport's names, plus
+        ``tls_connection`` (the ``OpenSSL.SSL.Connection``) and ``cipher``."""
+        if name == "tls_connection":
+            return self._ssl
+        if name == "cipher" and self._ssl is not None and self._app is not None:
+            return self._ssl.get_cipher_name()
         if self._tcp is None:
             return default
         return self._tcp.get_extra_info(name, default)
+
+
+def _drain(connection: SSL.Connection) -> bytes:
+    """What OpenSSL wrote to the outgoing memory BIO."""
+    chunks: list[bytes] = []
+    while True:
+        try:
+            chunks.append(connection.bio_read(_READ_SIZE))
+        except SSL.WantReadError:
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,11 +1,12 @@
 """The listening socket: accepts TLS connections and routes each CONNECT to a frontend.
 
 Run it on a uvloop event loop (``certhub.app`` does). TLS is the listener's own
-transport by default (:mod:`._tls`: the handshakes' OpenSSL work on
-``handshake_threads`` worker threads, ~38 KiB per idle connection); with
-``handshake_threads=0`` it is the event loop's TLS transport (uvloop's: handshakes on the
-event-loop thread, ~46 KiB per idle connection; the default asyncio one would allocate
-256 KiB per connection).
+transport by default (:mod:`._tls`: pyOpenSSL, the handshakes' OpenSSL work on
+``handshake_threads`` worker threads, any client certificate accepted at TLS and
+authenticated by the frontends, so ``selfSigned`` devices work); with
+``handshake_threads=0`` it is the event loop's TLS transport (uvloop's, Python's ``ssl``:
+handshakes on the event-loop thread, client certificates verified against the trusted
+CAs at TLS, so a certificate no trusted CA issued fails the handshake).
 """
 
 from __future__ import annotations
@@ -102,7 +103,7 @@ class Listener:
 
             def connection() -> TlsConnection:
                 return TlsConnection(
-                    tls.current,
+                    tls.listener_context,
                     self._new_connection,
                     workers,
                     loop,

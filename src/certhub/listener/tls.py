@@ -9,9 +9,11 @@ server was started with and, in it, points the connection at the newest context
 (``ssl_object.context = current``), whose certificate store is the one used to verify
 the client. Rebuilding is a few milliseconds; connections already established keep
 their context. The callback is installed on the first change only: until then every
-handshake uses the base context and pays no Python call. The listener's own transport
-(:mod:`certhub.listener._tls`, the default) needs no callback: it wraps each new
-connection with :attr:`ServerTls.current`.
+handshake uses the base context and pays no Python call. These contexts serve HTTPS
+(DPS over HTTPS, the service API) and the MQTT listener when it runs on the event
+loop's TLS (``handshake_threads=0``). The MQTT listener's own transport (the default)
+uses :attr:`ServerTls.listener_context` instead, which accepts any client certificate
+and leaves its authentication to the frontends (:mod:`certhub.listener._tls`).
 
 Every context: TLS 1.2 and 1.3, server certificate chain from files, client certificate
 requested but optional (``CERT_OPTIONAL``), ``VERIFY_X509_PARTIAL_CHAIN`` (a chain may
@@ -30,6 +32,10 @@ import ssl
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+
+from OpenSSL import SSL
+
+from certhub.listener._tls import build_listener_context
 
 __all__ = ["X509_V_FLAG_NO_CHECK_TIME", "ServerTls", "build_server_context"]
 
@@ -76,6 +82,7 @@ class ServerTls:
         self._trust = tuple(trust_pems)
         self._base = build_server_context(cert_file, key_file, self._trust)
         self._current = self._base  # nothing to switch to until the trust changes
+        self._listener_context: SSL.Context | None = None
         self.handshakes_switched = 0
         """Handshakes that the callback pointed at the current context (for tests)."""
 
@@ -83,6 +90,13 @@ class ServerTls:
     def context(self) -> ssl.SSLContext:
         """The context to give the listening server (stable for its lifetime)."""
         return self._base
+
+    @property
+    def listener_context(self) -> SSL.Context:
+        """The MQTT listener's pyOpenSSL context (same endpoint certificate; built once)."""
+        if self._listener_context is None:
+            self._listener_context = build_listener_context(self._cert_file, self._key_file)
+        return self._listener_context
 
     @property
     def current(self) -> ssl.SSLContext:

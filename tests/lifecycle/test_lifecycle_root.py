@@ -12,6 +12,7 @@ from pathlib import Path
 from click.testing import CliRunner
 from cryptography import x509
 from lifecycle_support import admin_client, dps_register, leaf_of
+from prometheus_client import REGISTRY
 
 from certhub.bootstrap import initialize
 from certhub.cli import cli
@@ -28,6 +29,11 @@ def provision(running: RunningServer, device_id: str, directory: Path) -> Device
     registration = dps_register(running, device_id, directory)
     assert registration.pems is not None, registration.body
     return registration.pems
+
+
+def _refusals(reason: str) -> float:
+    labels = {"reason": reason}
+    return REGISTRY.get_sample_value("certhub_hub_refusals_total", labels) or 0.0
 
 
 def test_root_rotation_overlaps_then_retires_the_old_root(tmp_path: Path) -> None:
@@ -65,8 +71,10 @@ def test_root_rotation_overlaps_then_retires_the_old_root(tmp_path: Path) -> Non
             chain(old)[2].subject.rfc4514_string()
         }
         running.refresh_trust()
+        refused = _refusals("issuer-not-a-policy-ca")
         with DeviceClient(running, "before", old) as client:
-            assert client.connect() is None  # the old root is no longer trusted at TLS
+            assert client.connect() == 5  # its issuing CA is retired: no longer this hub's
+        assert _refusals("issuer-not-a-policy-ca") == refused + 1
         with DeviceClient(running, "after", new) as client:
             assert client.connect() == 0
         audit = running.store.list_audit("namespace", "default")

@@ -13,10 +13,11 @@ Rules per ``auth_type`` (wire doc §3, §6):
   within its validity period, it carries the device's current revocation identifier and
   its serial is not revoked in the store.
 * ``selfSigned`` — the leaf's SHA-1 thumbprint is the device's primary or secondary one,
-  and it is within its validity period. Python's ``ssl`` cannot request a client
-  certificate without verifying it, so the TLS layer only lets through a certificate that
-  chains to a trusted CA: a truly self-signed certificate fails the handshake (a
-  documented gap).
+  and it is within its validity period; whoever issued it (itself included). The
+  listener's TLS transport (:mod:`certhub.listener._tls`) accepts any client certificate
+  and proves the device holds its key; only with ``handshake_threads=0`` (Python's
+  ``ssl``, which verifies at TLS) does a certificate no trusted CA issued fail the
+  handshake instead.
 * ``sas`` — the password is a SAS token for ``{host}/devices/{deviceId}`` signed with the
   primary or secondary key and not expired (constant-time comparison, :mod:`certhub.sas`).
 """

@@ -187,6 +187,8 @@ class MovingDevice:
     returned: list[Request] = field(default_factory=list)
     ports_used: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    connect_failures: list[str] = field(default_factory=list)
+    """Why connection attempts failed (port: reason), for the failure message."""
     done: threading.Event = field(default_factory=threading.Event)
     _inbox: queue.Queue[tuple[str, Any]] = field(default_factory=queue.Queue)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -220,6 +222,9 @@ class MovingDevice:
             try:
                 kind, value = self._inbox.get(timeout=0.5)
             except queue.Empty:
+                continue
+            owner, value = value
+            if owner is not client:  # from a connection already given up: its close, say
                 continue
             if kind == "gone":
                 _close(client)
@@ -261,15 +266,21 @@ class MovingDevice:
         client.username_pw_set(f"{self.hub_host}/{self.device_id}/?api-version={API_VERSION}")
         connected = threading.Event()
         inbox = self._inbox
-        client.on_connect = lambda *a: connected.set()
-        client.on_disconnect = lambda *a: inbox.put(("gone", None))
-        client.on_message = lambda _c, _u, m: inbox.put(("message", m))
+        # Events carry their client: closing a connection reports "gone" too, and that
+        # report must not end the next connection (it did: a device then reconnected in a
+        # loop, each new session closed by the previous one's report, and never renewed).
+        client.on_disconnect = lambda c, *a: inbox.put(("gone", (c, None)))
+        client.on_message = lambda c, _u, m: inbox.put(("message", (c, m)))
+        codes: list[object] = []
+        client.on_connect = lambda _c, _u, _f, code, _p: (codes.append(code), connected.set())
         try:
             client.connect("127.0.0.1", port)
-        except OSError:
+        except OSError as exc:
+            self.connect_failures.append(f"{port}: {exc!r}")
             return None
         client.loop_start()
         if not connected.wait(10) or not client.is_connected():
+            self.connect_failures.append(f"{port}: CONNACK {codes or 'not received in 10 s'}")
             _close(client)
             return None
         client.subscribe(RESPONSES + "#", 1)

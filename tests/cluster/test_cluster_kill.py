@@ -67,7 +67,11 @@ def _returned(swarm: list[MovingDevice]) -> int:
 
 
 def _status(swarm: list[MovingDevice], log: Path) -> str:
-    stuck = [(d.device_id, len(d.returned), d.errors[-2:]) for d in swarm if not d.done.is_set()]
+    stuck = [
+        (d.device_id, len(d.returned), d.errors[-2:], d.ports_used, d.connect_failures[-3:])
+        for d in swarm
+        if not d.done.is_set()
+    ]
     return f"unfinished: {stuck}\n{log.read_text()[-3000:]}"
 
 

@@ -574,8 +574,8 @@ class RenewalMixin(StoreBase):
                 "alerted_at": None,
                 "updated_at": now,
             }
-            for w in windows
-        ]
+            for w in sorted(windows, key=lambda w: w.device_id)  # stable: a device's order kept
+        ]  # one lock order for every writer: concurrent upserts (two nodes) cannot deadlock
         with self._write(conn, "renewal_status", windows[0].device_id) as c:
             c.execute(self._upsert_window(), rows)
 

@@ -97,22 +97,11 @@ class HandshakeWorkers:
             threading.Thread(target=self._run, name=f"{name}-{i + 1}", daemon=True)
             for i in range(threads)
         ]
-        self._started = False
-        self._lock = threading.Lock()
-
-    @property
-    def threads(self) -> int:
-        """How many worker threads run handshake steps."""
-        return len(self._threads)
+        for thread in self._threads:
+            thread.start()
 
     def submit(self, connection: TlsConnection) -> None:
         """Run ``connection``'s next handshake step on a worker."""
-        if not self._started:
-            with self._lock:
-                if not self._started:
-                    for thread in self._threads:
-                        thread.start()
-                    self._started = True
         self._queue.put(connection)
 
     def stop(self) -> None:
@@ -405,9 +394,7 @@ class TlsConnection(asyncio.Protocol):
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         """As ``asyncio.Transport.get_extra_info``: the TCP transport's names, plus
-        ``tls_connection`` (the ``OpenSSL.SSL.Connection``) and ``cipher``."""
-        if name == "tls_connection":
-            return self._ssl
+        ``cipher`` (the negotiated cipher's name)."""
         if name == "cipher" and self._ssl is not None and self._app is not None:
             return self._ssl.get_cipher_name()
         if self._tcp is None:

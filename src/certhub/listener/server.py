@@ -12,9 +12,10 @@ CAs at TLS, so a certificate no trusted CA issued fails the handshake).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
-from collections.abc import Awaitable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -97,39 +98,31 @@ class Listener:
     async def start(self) -> None:
         """Bind and start accepting connections."""
         loop = self._loop = asyncio.get_running_loop()
-        if self.handshake_threads > 0:
+        factory: Callable[[], asyncio.Protocol]
+        tls_options: dict[str, Any] = {}
+        if self.handshake_threads > 0:  # the listener's own TLS transport (:mod:`._tls`)
             workers = self._workers = HandshakeWorkers(self.handshake_threads)
-            tls, timeout, handshaking = self.tls, self.handshake_timeout, self._handshaking
-
-            def connection() -> TlsConnection:
-                return TlsConnection(
-                    tls.listener_context,
-                    self._new_connection,
-                    workers,
-                    loop,
-                    timeout,
-                    self._failed,
-                    handshaking,
-                )
-
-            self._server = await loop.create_server(
-                connection,
-                self.host,
-                self.port,
-                backlog=self.backlog,
-                reuse_address=True,
-                reuse_port=self.reuse_port or None,
+            factory = functools.partial(
+                TlsConnection,
+                self.tls.listener_context,
+                self._new_connection,
+                workers,
+                loop,
+                self.handshake_timeout,
+                self._failed,
+                self._handshaking,
             )
-            return
+        else:  # the event loop's TLS transport
+            factory = self._new_connection
+            tls_options = {"ssl": self.tls.context, "ssl_handshake_timeout": self.handshake_timeout}
         self._server = await loop.create_server(
-            self._new_connection,
+            factory,
             self.host,
             self.port,
-            ssl=self.tls.context,
-            ssl_handshake_timeout=self.handshake_timeout,
             backlog=self.backlog,
             reuse_address=True,
             reuse_port=self.reuse_port or None,
+            **tls_options,
         )
 
     async def stop(self, timeout: float = 5.0) -> None:

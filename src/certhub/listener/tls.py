@@ -99,12 +99,6 @@ class ServerTls:
         return self._listener_context
 
     @property
-    def current(self) -> ssl.SSLContext:
-        """The context with the newest trust store (for transports that pick one per
-        connection, such as the listener's own TLS transport)."""
-        return self._current
-
-    @property
     def trust_pems(self) -> tuple[str, ...]:
         """The PEM certificates new handshakes trust."""
         return self._trust

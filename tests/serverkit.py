@@ -224,12 +224,30 @@ class DevicePems:
     leaf: IssuedLeaf | None = None
 
 
-def write_pems(
-    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, leaf: IssuedLeaf
-) -> DevicePems:
-    """Write ``name.key``, ``name.pem`` (leaf) and ``name-chain.pem`` (leaf, ICA, root)."""
+def self_signed(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """A P-256 key and a certificate for ``CN=cn`` signed by itself (valid for 30 days)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    return key, cert
+
+
+def write_key_and_cert(
+    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate
+) -> tuple[Path, Path]:
+    """Write ``name.pem`` and ``name.key`` (PKCS#8, unencrypted); their paths, cert first."""
     directory.mkdir(parents=True, exist_ok=True)
-    key_path = directory / f"{name}.key"
+    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
     key_path.write_bytes(
         key.private_bytes(
             serialization.Encoding.PEM,
@@ -237,8 +255,15 @@ def write_pems(
             serialization.NoEncryption(),
         )
     )
-    cert_path = directory / f"{name}.pem"
-    cert_path.write_bytes(leaf.certificate.public_bytes(serialization.Encoding.PEM))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def write_pems(
+    directory: Path, name: str, key: ec.EllipticCurvePrivateKey, leaf: IssuedLeaf
+) -> DevicePems:
+    """Write ``name.key``, ``name.pem`` (leaf) and ``name-chain.pem`` (leaf, ICA, root)."""
+    cert_path, key_path = write_key_and_cert(directory, name, key, leaf.certificate)
     chain_path = directory / f"{name}-chain.pem"
     chain_path.write_bytes(chain_pem(leaf))
     return DevicePems(key_path, cert_path, chain_path, leaf)

@@ -272,7 +272,12 @@ class MovingDevice:
         client.on_disconnect = lambda c, *a: inbox.put(("gone", (c, None)))
         client.on_message = lambda c, _u, m: inbox.put(("message", (c, m)))
         codes: list[object] = []
-        client.on_connect = lambda _c, _u, _f, code, _p: (codes.append(code), connected.set())
+
+        def on_connect(_c: object, _u: object, _f: object, code: object, _p: object) -> None:
+            codes.append(code)
+            connected.set()
+
+        client.on_connect = on_connect
         try:
             client.connect("127.0.0.1", port)
         except OSError as exc:

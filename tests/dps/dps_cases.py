@@ -24,8 +24,9 @@ from dps_support import (
     csr_b64,
     onboarding_ca,
     p256,
-    self_signed,
 )
+
+from serverkit import self_signed
 
 INDIVIDUAL_KEY = base64.b64encode(b"p" * 32).decode()
 WRONG_KEY = base64.b64encode(b"w" * 32).decode()

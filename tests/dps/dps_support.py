@@ -102,23 +102,6 @@ def onboarding_ca(name: str) -> OnboardingCa:
     return OnboardingCa(pair, name)
 
 
-def self_signed(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = p256()
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(hours=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 

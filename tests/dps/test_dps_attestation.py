@@ -7,12 +7,13 @@ import datetime as dt
 from collections.abc import Callable
 
 import pytest
-from dps_support import DpsEnv, OnboardingCa, der, onboarding_ca, self_signed
+from dps_support import DpsEnv, OnboardingCa, der, onboarding_ca
 
 from certhub.dps.attestation import SasCredential, X509Credential
 from certhub.dps.errors import BadRequest, DpsError, NotFound, Unauthorized
 from certhub.pki import CaKeyPair
 from certhub.sas import generate_sas_token
+from serverkit import self_signed
 
 OTHER_KEY = base64.b64encode(b"x" * 32).decode()
 INDIVIDUAL_KEY = base64.b64encode(b"p" * 32).decode()

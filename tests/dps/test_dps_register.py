@@ -19,12 +19,12 @@ from dps_support import (
     csr_b64,
     onboarding_ca,
     p256,
-    self_signed,
 )
 
 from certhub.dps import DpsResponse, DpsSettings
 from certhub.pki import revocation_id_of
 from certhub.sas import derive_device_key
+from serverkit import self_signed
 
 
 def _assigned(response: DpsResponse) -> dict[str, Any]:

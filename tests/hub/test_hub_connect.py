@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import REGISTRY
 
 from certhub.authority import new_ca_row
@@ -30,6 +29,8 @@ from serverkit import (
     random_key,
     running_server,
     sas_password,
+    self_signed,
+    write_key_and_cert,
     write_pems,
 )
 
@@ -283,36 +284,13 @@ def test_a_truly_self_signed_certificate_admits_its_selfsigned_device(
     """IoT Hub's ``selfSigned`` devices: the hub knows only the thumbprint. The listener's
     own TLS admits them; the event loop's TLS (``handshake_threads=0``, Python's ``ssl``
     has no verify callback) fails their handshake."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.x509.oid import NameOID
+    from cryptography.hazmat.primitives import hashes
 
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - dt.timedelta(days=1))
-        .not_valid_after(_now() + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    pems_dir.mkdir(parents=True)
-    (pems_dir / "self.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (pems_dir / "self.key").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    key, cert = self_signed(device_id)
+    cert_file, key_file = write_key_and_cert(pems_dir, "self", key, cert)
     thumbprint = cert.fingerprint(hashes.SHA1()).hex().upper()
     create_device(hub.store, device_id, auth_type="selfSigned", primary_thumbprint=thumbprint)
-    client = DeviceClient(
-        hub, device_id, cert_file=pems_dir / "self.pem", key_file=pems_dir / "self.key"
-    )
+    client = DeviceClient(hub, device_id, cert_file=cert_file, key_file=key_file)
     with client:
         if hub.server.config.handshake_threads:
             assert client.connect() == 0

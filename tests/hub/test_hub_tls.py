@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import socket
 import ssl
 import threading
@@ -16,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certhub.app import new_event_loop
 from certhub.clock import SystemClock
@@ -35,7 +32,7 @@ from certhub.pki import (
     create_server_certificate,
 )
 from certhub.rand import SystemRandom
-from serverkit import make_key_and_csr
+from serverkit import make_key_and_csr, self_signed, write_key_and_cert
 
 CLOCK, RNG = SystemClock(), SystemRandom()
 PEM = serialization.Encoding.PEM
@@ -451,26 +448,6 @@ def test_bytes_that_arrive_during_a_handshake_step_are_kept(pki: Pki, arrival: s
         server.close()
 
 
-def _self_signed(directory: Path, name: str) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder(
-            issuer_name=subject,
-            subject_name=subject,
-            public_key=key.public_key(),
-            serial_number=x509.random_serial_number(),
-            not_valid_before=now - dt.timedelta(days=1),
-            not_valid_after=now + dt.timedelta(days=1),
-        )
-    ).sign(key, hashes.SHA256())
-    cert_path, key_path = directory / f"{name}.pem", directory / f"{name}.key"
-    cert_path.write_bytes(cert.public_bytes(PEM))
-    _write_key(key_path, key)
-    return cert_path, key_path
-
-
 @pytest.mark.parametrize("issuer", ["untrusted-ca", "self-signed", "none"])
 def test_any_client_certificate_completes_the_handshake(pki: Pki, issuer: str) -> None:
     """TLS proves possession of the key; who the certificate admits is the frontends'
@@ -482,7 +459,7 @@ def test_any_client_certificate_completes_the_handshake(pki: Pki, issuer: str) -
         if issuer == "untrusted-ca":
             cert_path, key_path = pki.client("stranger", pki.ica2)  # ica2 is not trusted
         elif issuer == "self-signed":
-            cert_path, key_path = _self_signed(pki.dir, "self")
+            cert_path, key_path = write_key_and_cert(pki.dir, "self", *self_signed("self"))
         if issuer != "none":
             context.load_cert_chain(cert_path, key_path)
         client = _Client(server.port, context)

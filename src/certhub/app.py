@@ -49,6 +49,7 @@ from certhub.service.pki_http import (
     pki_router,
 )
 from certhub.service_hub import build_service_context
+from certhub.signing import SigningProcesses
 
 __all__ = ["Server", "ServerConfig", "new_event_loop", "run_server", "serve_forever"]
 
@@ -74,6 +75,10 @@ class ServerConfig:
     handshake_threads: int = 1
     """Threads running the MQTT listener's TLS handshakes (OpenSSL works without the GIL,
     so handshakes use a core the event loop is not on); 0: the event loop's own TLS."""
+    signing_processes: int = 1
+    """Child processes that validate CSRs and sign leaves (:mod:`certhub.signing`), so the
+    authority's work runs beside the server's own, not under its GIL; 0: sign in the
+    server process."""
     https_port: int | None = None
     """HTTPS (service API, DPS over HTTPS) port; None: no HTTPS listener, 0: any free."""
     node_name: str | None = None
@@ -184,6 +189,8 @@ class Server:
         trust = await self.run(trust_pems, self._store, config.namespace)
         self._tls = ServerTls(self.data_dir.server_cert_path, self.data_dir.server_key_path, trust)
         self._authority = await self.run(self._open_authority)
+        if self._authority.signer is not None:
+            self._authority.signer.start()  # ready by the first CSR (until then: in-process)
         if self._renewal_config is None:
             self._renewal_config = await self.run(RenewalConfig.from_store, self._store)
         self._renewal = RenewalService(
@@ -298,6 +305,8 @@ class Server:
         if self._dps is not None:
             await self.run(self._dps.close)
             self._dps = None
+        if self._authority is not None and self._authority.signer is not None:
+            await self.run(self._authority.signer.close)
         if self._store is not None:
             await self.run(self._store.close)
             self._store = None
@@ -376,6 +385,7 @@ class Server:
 
     def _open_authority(self) -> CertificateAuthorityService:
         """The namespace's CAs and policies (shared by DPS and hub renewal)."""
+        processes = self.config.signing_processes
         return CertificateAuthorityService(
             self.store,
             clock=self.clock,
@@ -387,6 +397,7 @@ class Server:
                 self.store.get_setting("hub_host") or _hosts(self.store)[0],
                 self.config.https_port,
             ),
+            signer=SigningProcesses(processes) if processes > 0 else None,
         )
 
     async def _start_pki(self, app: Any) -> None:

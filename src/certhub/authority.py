@@ -10,18 +10,20 @@ only authorize and call :meth:`CertificateAuthorityService.issue`; they never si
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from sqlalchemy.engine import Connection
 
 from certhub.clock import Clock
-from certhub.metrics import CERTIFICATES_ISSUED
+from certhub.metrics import CERTIFICATES_ISSUED, LEAVES_SIGNED
 from certhub.pki import (
     MAX_CSR_DER_BYTES,
     Authority,
@@ -33,6 +35,7 @@ from certhub.pki import (
     IssuedLeaf,
     KeyType,
     LeafPolicy,
+    PkiError,
     PolicyError,
     certificate_sha256,
     create_issuing_ca,
@@ -53,16 +56,27 @@ from certhub.registry.records import (
     PolicyRecord,
     RequestedVia,
 )
+from certhub.signing import (
+    IssuerMaterial,
+    PendingLeaves,
+    SignBatch,
+    SigningProcesses,
+    SigningUnavailable,
+    SignJob,
+    issuer_material,
+)
 
 __all__ = [
     "CertificateAuthorityService",
     "IssueItem",
+    "PendingSignatures",
     "PolicyIssuer",
     "SignedItem",
     "leaf_policy_of",
     "new_ca_row",
 ]
 
+log = logging.getLogger("certhub.authority")
 ISSUING_CA_VALIDITY = dt.timedelta(days=365)
 ISSUER_CACHE_SECONDS = 2.0
 
@@ -131,8 +145,11 @@ class CertificateAuthorityService:
         passphrase: bytes,
         namespace: str = "default",
         crl_base_url: str | None = None,
+        signer: SigningProcesses | None = None,
     ) -> None:
         self.store = store
+        self.signer = signer
+        """Child processes that validate and sign (None: this process signs)."""
         self.clock = clock
         self.rng = rng
         self._passphrase = passphrase
@@ -140,6 +157,7 @@ class CertificateAuthorityService:
         self._crl_base_url = crl_base_url
         self.authority = Authority(clock, rng)
         self._keys: dict[int, CaKeyPair] = {}
+        self._materials: dict[tuple[int, bytes], IssuerMaterial] = {}
         self._issuers: dict[str, tuple[float, PolicyIssuer]] = {}
         self._lock = threading.Lock()
 
@@ -383,16 +401,37 @@ class CertificateAuthorityService:
         transaction when given). Each CSR is parsed once: the bulk key-reuse lookup and
         the validators share its :class:`~certhub.pki.CsrContext`.
         """
+        return self.begin_sign_batch(items, conn=conn).result()
+
+    def begin_sign_batch(
+        self, items: Sequence[IssueItem], *, conn: Connection | None = None
+    ) -> PendingSignatures:
+        """:meth:`sign_batch` in two steps: the reads now, the signing in the
+        :attr:`signer` processes while the caller does something else (at once, in
+        this thread, without signing processes). ``result()`` gives what
+        :meth:`sign_batch` returns; if the signing processes fail, it signs here."""
         wanted = [i.device_id for i in items if i.revocation_id is None]
         revocation_ids = self.store.revocation_ids(wanted, conn=conn)
         seen: set[tuple[str, str]] = set()
         prepared = [self._prepare(item, revocation_ids, seen) for item in items]
         seen |= self.store.seen_public_keys(_key_pairs(prepared), conn=conn)
+        here = functools.partial(self._sign_here, prepared, seen)
+        if self.signer is not None and any(isinstance(e, _Prepared) for e in prepared):
+            try:
+                return self._sign_elsewhere(self.signer, prepared, seen, here)
+            except SigningUnavailable:
+                log.warning("signing in the server process (the signing processes failed)")
+        return PendingSignatures.now(here())
+
+    def _sign_here(
+        self, prepared: Sequence[_Prepared | Exception], seen: set[tuple[str, str]]
+    ) -> list[SignedItem | Exception]:
         results: list[SignedItem | Exception] = []
         for entry in prepared:
             if isinstance(entry, Exception):
                 results.append(entry)
                 continue
+            LEAVES_SIGNED.labels("server").inc()
             try:
                 leaf = self.authority.sign(entry.request, context=entry.context)
             except (CsrRejected, IssuanceError, PolicyError) as exc:
@@ -401,6 +440,56 @@ class CertificateAuthorityService:
             seen.add((entry.item.device_id, leaf.public_key_sha256))
             results.append(SignedItem(entry.item, leaf, entry.issuer, entry.request.revocation_id))
         return results
+
+    def _sign_elsewhere(
+        self,
+        signer: SigningProcesses,
+        prepared: Sequence[_Prepared | Exception],
+        seen: set[tuple[str, str]],
+        here: Callable[[], list[SignedItem | Exception]],
+    ) -> PendingSignatures:
+        """The signing half in the signing processes (the same results)."""
+        issuers: dict[str, IssuerMaterial] = {}
+        jobs: list[SignJob] = []
+        for ready in prepared:
+            if isinstance(ready, Exception):
+                continue
+            req = ready.request
+            key = str(ready.issuer.ca_record.id)
+            if key not in issuers:
+                issuers[key] = self._material(ready.issuer)
+            jobs.append(
+                SignJob(
+                    csr_der=req.csr_der,
+                    device_id=req.device_id,
+                    revocation_id=req.revocation_id,
+                    policy=req.policy,
+                    issuer=key,
+                    crl_url=req.crl_url,
+                    serial_bytes=self.rng.token_bytes(16),
+                )
+            )
+        devices = {job.device_id for job in jobs}
+        batch = SignBatch(
+            now=self.clock.now(),
+            validators=self.authority.validators,
+            issuers=issuers,
+            seen=frozenset(pair for pair in seen if pair[0] in devices),
+            jobs=tuple(jobs),
+        )
+        chains = {k: (m.certificate_der, m.root_der) for k, m in issuers.items()}
+        pending = signer.submit(batch, chains.__getitem__)
+        if pending is None:  # no signing process has started yet
+            return PendingSignatures.now(here())
+        return PendingSignatures(pending, functools.partial(_signed_items, prepared), here)
+
+    def _material(self, issuer: PolicyIssuer) -> IssuerMaterial:
+        cache_key = (issuer.ca_record.id, issuer.root.fingerprint(hashes.SHA256()))
+        with self._lock:
+            material = self._materials.get(cache_key)
+            if material is None:
+                material = self._materials[cache_key] = issuer_material(issuer.ca, issuer.root)
+            return material
 
     def record_batch(
         self, signed: Sequence[SignedItem | Exception], *, conn: Connection
@@ -511,6 +600,60 @@ class _Prepared:
     issuer: PolicyIssuer
     request: IssuanceRequest
     context: CsrContext
+
+
+class PendingSignatures:
+    """A batch :meth:`CertificateAuthorityService.begin_sign_batch` is signing."""
+
+    def __init__(
+        self,
+        pending: PendingLeaves | None,
+        finish: Callable[[list[IssuedLeaf | PkiError]], list[SignedItem | Exception]],
+        fallback: Callable[[], list[SignedItem | Exception]],
+    ) -> None:
+        self._pending = pending
+        self._finish = finish
+        self._fallback = fallback
+
+    @classmethod
+    def now(cls, results: list[SignedItem | Exception]) -> PendingSignatures:
+        """Results that are already there."""
+        return cls(None, lambda _: results, lambda: results)
+
+    def done(self) -> bool:
+        """Whether :meth:`result` would return without waiting for a signing process."""
+        return self._pending is None or self._pending.done()
+
+    def result(self) -> list[SignedItem | Exception]:
+        """The batch's results, as :meth:`CertificateAuthorityService.sign_batch`'s."""
+        if self._pending is None:
+            return self._fallback()
+        try:
+            leaves = self._pending.result()
+        except SigningUnavailable as exc:
+            log.warning("signing in the server process: %s", exc)
+            return self._fallback()
+        return self._finish(leaves)
+
+
+def _signed_items(
+    prepared: Sequence[_Prepared | Exception], leaves: list[IssuedLeaf | PkiError]
+) -> list[SignedItem | Exception]:
+    """Each prepared entry's outcome, the leaves of the signing processes in order."""
+    LEAVES_SIGNED.labels("signing-process").inc(len(leaves))
+    signed = iter(leaves)
+    results: list[SignedItem | Exception] = []
+    for entry in prepared:
+        if isinstance(entry, Exception):
+            results.append(entry)
+            continue
+        leaf = next(signed)
+        if isinstance(leaf, IssuedLeaf):
+            revocation_id = entry.request.revocation_id
+            results.append(SignedItem(entry.item, leaf, entry.issuer, revocation_id))
+        else:
+            results.append(leaf)
+    return results
 
 
 def _key_pairs(prepared: Sequence[_Prepared | Exception]) -> list[tuple[str, str]]:

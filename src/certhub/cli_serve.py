@@ -58,6 +58,13 @@ __all__ = ["register"]
     show_default=True,
     help="Threads running the MQTT listener's TLS handshakes (0: on the event loop).",
 )
+@click.option(
+    "--signing-processes",
+    type=click.IntRange(0, 64),
+    default=1,
+    show_default=True,
+    help="Child processes that validate CSRs and sign leaves (0: in the server process).",
+)
 @click.option("--worker", "is_worker", is_flag=True, hidden=True)
 def serve(
     data_dir: Path,
@@ -73,6 +80,7 @@ def serve(
     heartbeat: float,
     lease_ttl: float,
     tls_threads: int,
+    signing_processes: int,
     is_worker: bool,
 ) -> None:
     """Run the server (initialising the data directory when it is new)."""
@@ -98,6 +106,7 @@ def serve(
         argv += ["--https-port", str(https_port)]
         argv += ["--heartbeat", str(heartbeat), "--lease-ttl", str(lease_ttl)]
         argv += ["--tls-threads", str(tls_threads)]
+        argv += ["--signing-processes", str(signing_processes)]
         raise SystemExit(_supervise(argv, workers, node_name))
     config = ServerConfig(
         data_dir=data_dir,
@@ -110,6 +119,7 @@ def serve(
         cluster_heartbeat=heartbeat,
         lease_ttl=lease_ttl,
         handshake_threads=tls_threads,
+        signing_processes=signing_processes,
     )
     run_server(config)
 

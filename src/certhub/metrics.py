@@ -44,6 +44,7 @@ __all__ = [
     "CERTIFICATES_ISSUED",
     "CONNECTS_ACCEPTED",
     "DPS_REGISTRATIONS",
+    "LEAVES_SIGNED",
     "METRICS_PATH",
     "REGISTRY",
     "CaExpiry",
@@ -58,6 +59,11 @@ METRICS_PATH = "/metrics"
 
 CONNECTS_ACCEPTED = Counter(
     "certhub_hub_connects_accepted", "Device CONNECTs the hub accepted (a session opened)"
+)
+LEAVES_SIGNED = Counter(
+    "certhub_leaves_signed",
+    "CSRs validated and signed (recorded or not), by where: signing-process or server",
+    ["where"],
 )
 CERTIFICATES_ISSUED = Counter(
     "certhub_certificates_issued",

@@ -20,13 +20,18 @@ from collections.abc import Sequence
 
 from sqlalchemy.engine import Connection
 
-from certhub.authority import CertificateAuthorityService, IssueItem, SignedItem
+from certhub.authority import (
+    CertificateAuthorityService,
+    IssueItem,
+    PendingSignatures,
+    SignedItem,
+)
 from certhub.pki import PolicyError
 from certhub.registry import Store
 from certhub.registry.errors import NotFound
 from certhub.registry.records import OperationRecord
 
-__all__ = ["issue_item", "presign", "still_valid"]
+__all__ = ["Presigning", "begin_presign", "issue_item", "presign", "still_valid"]
 
 
 def issue_item(op: OperationRecord, policy_name: str) -> IssueItem:
@@ -41,19 +46,49 @@ def issue_item(op: OperationRecord, policy_name: str) -> IssueItem:
     )
 
 
+class Presigning:
+    """Leaves being signed for a set of operations (see :func:`begin_presign`)."""
+
+    def __init__(self, pending: PendingSignatures | None) -> None:
+        self._pending = pending
+
+    def done(self) -> bool:
+        """Whether :meth:`result` would return without waiting for a signing process."""
+        return self._pending is None or self._pending.done()
+
+    def result(self) -> dict[int, SignedItem]:
+        """The leaves signed, by operation id (refused ones are left to the transaction)."""
+        if self._pending is None:
+            return {}
+        signed: dict[int, SignedItem] = {}
+        for entry in self._pending.result():
+            if isinstance(entry, SignedItem) and entry.item.operation_id is not None:
+                signed[entry.item.operation_id] = entry
+        return signed
+
+
+def begin_presign(
+    store: Store,
+    authority: CertificateAuthorityService,
+    ops: Sequence[OperationRecord],
+    *,
+    conn: Connection | None = None,
+) -> Presigning:
+    """Start signing the operations that can be signed now (reads only, in ``conn``'s
+    transaction when given); with signing processes the signing runs there while the
+    caller goes on."""
+    if not ops:
+        return Presigning(None)
+    policies = store.device_policies({op.device_id for op in ops}, conn=conn)
+    items = [issue_item(op, name) for op in ops if (name := policies.get(op.device_id))]
+    return Presigning(authority.begin_sign_batch(items, conn=conn) if items else None)
+
+
 def presign(
     store: Store, authority: CertificateAuthorityService, ops: Sequence[OperationRecord]
 ) -> dict[int, SignedItem]:
     """Leaves for the operations that can be signed now, by operation id (no writes)."""
-    if not ops:
-        return {}
-    policies = store.device_policies({op.device_id for op in ops})
-    items = [issue_item(op, name) for op in ops if (name := policies.get(op.device_id))]
-    signed: dict[int, SignedItem] = {}
-    for entry in authority.sign_batch(items) if items else []:
-        if isinstance(entry, SignedItem) and entry.item.operation_id is not None:
-            signed[entry.item.operation_id] = entry
-    return signed
+    return begin_presign(store, authority, ops).result()
 
 
 def still_valid(

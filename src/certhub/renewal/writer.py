@@ -34,6 +34,8 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy.engine import Connection
+
 from certhub.authority import CertificateAuthorityService, SignedItem
 from certhub.clock import Clock
 from certhub.registry import Store
@@ -43,7 +45,7 @@ from certhub.renewal import flow
 from certhub.renewal.config import RenewalConfig
 from certhub.renewal.flow import Accepted, Admit, Finished, Outcome, Submission
 from certhub.renewal.placer import WindowPlacer
-from certhub.renewal.presign import presign
+from certhub.renewal.presign import Presigning, begin_presign
 
 __all__ = ["AcceptResult", "RenewalWriter"]
 
@@ -86,6 +88,25 @@ class _Delivered:
 _Job = _Accept | _Issue | _Activate | _Delivered
 
 
+@dataclass(slots=True)
+class _Generation:
+    """The operations one turn accepted, and the signing of their leaves."""
+
+    ids: list[int]
+    signing: Presigning
+    inside: bool
+    """Started inside that turn's transaction (signing processes) or after its commit."""
+    signed: dict[int, SignedItem] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    finished: list[Finished]
+    outcomes: list[Outcome]
+    activated: list[Any]
+    signing: _Generation | None
+
+
 def _settle(future: Future[T], result: T | None = None, error: BaseException | None = None) -> None:
     try:
         if error is not None:
@@ -120,8 +141,8 @@ class RenewalWriter:
         self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="certhub-renewal", daemon=True)
         self._closed = False
-        self._carried: dict[int, OperationRecord] = {}
-        """The operations accepted in the last turn (signed before the next one)."""
+        self._signing: _Generation | None = None
+        """The operations accepted in the last turn, with the signing of their leaves."""
         self._thread.start()
 
     # -- submitting --------------------------------------------------------------------------
@@ -176,6 +197,7 @@ class RenewalWriter:
             except Exception:  # never let the thread die; futures were settled
                 log.exception("renewal batch failed")
                 carry = {}
+                self._signing = None
 
     def _next_batch(self, block: bool) -> tuple[list[_Job], bool]:
         batch: list[_Job] = []
@@ -197,17 +219,18 @@ class RenewalWriter:
     def _process(
         self, batch: list[_Job], carry: dict[int, Future[Finished]]
     ) -> dict[int, Future[Finished]]:
-        """One turn; returns the futures of the operations it accepted (the next carry)."""
+        """One turn; returns the futures of the operations still to issue (the next carry)."""
         accepts = [j for j in batch if isinstance(j, _Accept)]
         activations = [j for j in batch if isinstance(j, _Activate)]
         marks = [j.operation_id for j in batch if isinstance(j, _Delivered)]
         issues = [j for j in batch if isinstance(j, _Issue)]
-        ids = [*carry, *(job.operation_id for job in issues)]
-        presigned = self._presign([self._carried[i] for i in carry if i in self._carried])
-        self._carried = {}
+        previous, self._signing = self._signing, None
+        ready_ids = [] if previous is None else [i for i in previous.ids if i in carry]
+        ids = [*ready_ids, *(job.operation_id for job in issues)]
+        fresh = set(ready_ids)
         try:
-            finished, outcomes, activated = self._with_retry(
-                lambda: self._transaction(ids, set(carry), accepts, activations, marks, presigned)
+            turn = self._with_retry(
+                lambda: self._transaction(ids, fresh, accepts, activations, marks, previous)
             )
         except Exception as exc:
             log.exception("renewal transaction failed (accepted operations stay pending)")
@@ -216,26 +239,35 @@ class RenewalWriter:
             for future in futures:
                 _settle(future, error=exc)
             return {}
-        self._settle_finished(finished, carry, issues)
-        next_carry: dict[int, Future[Finished]] = {}
-        for job, outcome in zip(accepts, outcomes, strict=True):
+        self._settle_finished(turn.finished, [(i, carry.pop(i)) for i in ready_ids], issues)
+        new_ops: list[OperationRecord] = []
+        for job, outcome in zip(accepts, turn.outcomes, strict=True):
             final: Future[Finished] | None = None
             if isinstance(outcome, Accepted):
-                final = next_carry[outcome.operation.id] = Future()
-                self._carried[outcome.operation.id] = outcome.operation
+                final = carry[outcome.operation.id] = Future()
+                new_ops.append(outcome.operation)
             _settle(job.future, AcceptResult(outcome, final))
-        for act, result in zip(activations, activated, strict=True):
+        if turn.signing is not None:
+            self._signing = turn.signing
+        elif new_ops:  # no signing processes: sign now, outside the transaction
+            self._signing = _Generation(
+                [op.id for op in new_ops], self._begin_presign(new_ops), inside=False
+            )
+        for act, result in zip(activations, turn.activated, strict=True):
             if isinstance(result, BaseException):
                 _settle(act.future, error=result)
             else:
                 _settle(act.future, result)
-        return next_carry
+        return carry
 
     def _settle_finished(
-        self, finished: list[Finished], carry: dict[int, Future[Finished]], issues: list[_Issue]
+        self,
+        finished: list[Finished],
+        waiting: list[tuple[int, Future[Finished]]],
+        issues: list[_Issue],
     ) -> None:
         by_id = {f.operation.id: f for f in finished}
-        for op_id, future in carry.items():
+        for op_id, future in waiting:
             result = by_id.get(op_id)
             if result is None:  # replaced before it was issued
                 _settle(future, error=LookupError(f"operation {op_id} is no longer pending"))
@@ -244,12 +276,23 @@ class RenewalWriter:
         for job in issues:
             _settle(job.future, by_id.get(job.operation_id))
 
-    def _presign(self, ops: list[OperationRecord]) -> dict[int, SignedItem]:
+    def _begin_presign(
+        self, ops: list[OperationRecord], conn: Connection | None = None
+    ) -> Presigning:
         try:
-            return presign(self._store, self._authority, ops)
+            return begin_presign(self._store, self._authority, ops, conn=conn)
         except Exception:  # only an optimisation: the transaction signs what is left
             log.exception("signing before the renewal transaction failed")
-            return {}
+            return Presigning(None)
+
+    def _collect(self, generation: _Generation) -> dict[int, SignedItem]:
+        if generation.signed is None:
+            try:
+                generation.signed = generation.signing.result()
+            except Exception:  # only an optimisation: the transaction signs what is left
+                log.exception("signing before the renewal transaction failed")
+                generation.signed = {}
+        return generation.signed
 
     def _with_retry(self, step: Callable[[], T]) -> T:
         try:
@@ -264,24 +307,15 @@ class RenewalWriter:
         accepts: list[_Accept],
         activations: list[_Activate],
         marks: list[int],
-        presigned: dict[int, SignedItem],
-    ) -> tuple[list[Finished], list[Outcome], list[Any]]:
+        previous: _Generation | None,
+    ) -> _Turn:
+        """The turn's transaction: delivery marks; accepts, whose leaves then start
+        signing in the signing processes (reads in this transaction) while the rest
+        runs; issuance of ``ids`` (with the leaves ``previous`` signed); activations."""
         now = self._clock.now()
         store, config = self._store, self._config
         with store.transaction() as conn:
             store.mark_operations_delivered(marks, now, conn=conn)
-            finished = flow.issue(
-                store,
-                self._authority,
-                ids,
-                now=now,
-                placer=self._placer,
-                new_id=self._new_id,
-                origin=config.origin,
-                conn=conn,
-                fresh=fresh,
-                presigned=presigned,
-            )
             outcomes: list[Outcome] = []
             if accepts:
                 outcomes = flow.accept(
@@ -293,6 +327,23 @@ class RenewalWriter:
                     new_id=self._new_id,
                     conn=conn,
                 )
+            signing = None
+            new_ops = [o.operation for o in outcomes if isinstance(o, Accepted)]
+            if new_ops and self._authority.signer is not None:
+                started = self._begin_presign(new_ops, conn)
+                signing = _Generation([op.id for op in new_ops], started, inside=True)
+            finished = flow.issue(
+                store,
+                self._authority,
+                ids,
+                now=now,
+                placer=self._placer,
+                new_id=self._new_id,
+                origin=config.origin,
+                conn=conn,
+                fresh=fresh,
+                presigned={} if previous is None else self._collect(previous),
+            )
             activated: list[Any] = []
             for act in activations:
                 try:
@@ -308,4 +359,4 @@ class RenewalWriter:
                     )
                 except StoreError as exc:  # unknown or no longer live
                     activated.append(exc)
-            return finished, outcomes, activated
+            return _Turn(finished, outcomes, activated, signing)

@@ -1,0 +1,275 @@
+"""Signing in child processes (certhub.signing) and the authority's use of them.
+
+The children are real spawned processes; the in-process authority is the reference:
+every outcome (leaf profile, refusal reasons, key reuse) must be the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding
+from test_authority_service import add_device, make_csr
+
+from certhub.authority import CertificateAuthorityService, IssueItem
+from certhub.bootstrap import initialize
+from certhub.clock import FixedClock, SystemClock
+from certhub.datadir import DataDir
+from certhub.metrics import LEAVES_SIGNED
+from certhub.pki import Authority, CsrRejected, IssuanceRequest, IssuedLeaf
+from certhub.rand import SystemRandom
+from certhub.registry import Store
+from certhub.registry.errors import NotFound
+from certhub.signing import (
+    SignBatch,
+    SignedLeaf,
+    SigningProcesses,
+    SigningUnavailable,
+    SignJob,
+    issuer_material,
+    sign_jobs,
+)
+
+
+@pytest.fixture(scope="module")
+def signer() -> Iterator[SigningProcesses]:
+    processes = SigningProcesses(1)
+    assert processes.wait_ready()
+    yield processes
+    processes.close()
+
+
+@pytest.fixture
+def service(
+    tmp_path: Path, db_url: str, signer: SigningProcesses
+) -> Iterator[CertificateAuthorityService]:
+    initialize(tmp_path, database_url=db_url)
+    rng = SystemRandom()
+    store = Store.open(db_url)
+    yield CertificateAuthorityService(
+        store,
+        clock=SystemClock(),
+        rng=rng,
+        passphrase=DataDir(tmp_path).passphrase(rng),
+        signer=signer,
+    )
+    store.close()
+
+
+def item(device: str, csr: bytes) -> IssueItem:
+    return IssueItem(
+        device_id=device, csr_der=csr, policy_name="default", requested_via="api", actor="test"
+    )
+
+
+def signed_where(where: str) -> float:
+    return float(LEAVES_SIGNED.labels(where)._value.get())
+
+
+def test_a_batch_is_signed_in_the_child_with_every_refusal_reason(
+    service: CertificateAuthorityService,
+) -> None:
+    add_device(service, "a")
+    add_device(service, "b")
+    used = ec.generate_private_key(ec.SECP256R1())
+    first = service.issue(
+        device_id="b", csr_der=make_csr("b", used), policy_name="default",
+        requested_via="api", actor="test",
+    )  # fmt: skip
+    key = ec.generate_private_key(ec.SECP256R1())
+    before = signed_where("signing-process"), signed_where("server")
+    results = service.issue_batch(
+        [
+            item("a", make_csr("a", key)),
+            item("a", make_csr("a", key)),  # same key twice in one batch
+            item("b", make_csr("not-b")),
+            item("ghost", make_csr("ghost")),
+            item("b", b"\x30\x03garbage"),
+            item("b", make_csr("b", used)),  # certified for b before this batch
+            item("b", make_csr("b")),
+        ]
+    )
+    assert isinstance(results[0], IssuedLeaf)
+    assert isinstance(results[1], CsrRejected) and results[1].reason == "key-reused"
+    assert isinstance(results[2], CsrRejected) and results[2].reason == "cn-mismatch"
+    assert isinstance(results[3], NotFound)
+    assert isinstance(results[4], CsrRejected) and results[4].reason == "csr-malformed"
+    assert isinstance(results[5], CsrRejected) and results[5].reason == "key-reused"
+    assert isinstance(results[6], IssuedLeaf)
+    # six jobs went to the child (the unknown device never gets that far); none here
+    assert signed_where("signing-process") - before[0] == 6
+    assert signed_where("server") == before[1]
+    recorded = {c.serial_hex for c in service.store.list_certificates(limit=100)}
+    assert recorded == {first.serial_hex, results[0].serial_hex, results[6].serial_hex}
+    leaf = results[6]
+    assert leaf.chain_der[0] == leaf.certificate.public_bytes(Encoding.DER)
+    issuer = x509.load_der_x509_certificate(leaf.chain_der[1])
+    leaf.certificate.verify_directly_issued_by(issuer)
+    root = x509.load_der_x509_certificate(leaf.chain_der[2])
+    issuer.verify_directly_issued_by(root)
+
+
+def test_the_child_builds_the_same_leaf_as_the_server(
+    service: CertificateAuthorityService,
+) -> None:
+    """Same time, serial, key and policy: the to-be-signed bytes are identical."""
+    rid = add_device(service, "same")
+    issuer = service.issuer_for("default")
+    csr = make_csr("same")
+    now = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
+    serial = bytes(range(1, 17))
+
+    class Drawn:
+        def token_bytes(self, n: int) -> bytes:
+            return serial
+
+    request = IssuanceRequest(
+        csr_der=csr,
+        device_id="same",
+        revocation_id=rid,
+        policy=issuer.leaf_policy,
+        issuer=issuer.ca,
+        root=issuer.root,
+        crl_url="https://certhub.test/crl/1.crl",
+        key_seen=lambda _: False,
+    )
+    here = Authority(FixedClock(now), Drawn()).sign(request)
+    job = SignJob(
+        csr_der=csr,
+        device_id="same",
+        revocation_id=rid,
+        policy=issuer.leaf_policy,
+        issuer="i",
+        crl_url="https://certhub.test/crl/1.crl",
+        serial_bytes=serial,
+    )
+    material = issuer_material(issuer.ca, issuer.root)
+    [there] = sign_jobs(
+        SignBatch(now, Authority(FixedClock(now), Drawn()).validators, {"i": material},
+                  frozenset(), (job,))
+    )  # fmt: skip
+    assert isinstance(there, SignedLeaf)
+    child = x509.load_der_x509_certificate(there.leaf_der)
+    assert child.tbs_certificate_bytes == here.certificate.tbs_certificate_bytes
+    assert there.serial_hex == here.serial_hex
+    assert (there.not_before, there.not_after) == (here.not_before, here.not_after)
+    assert there.public_key_sha256 == here.public_key_sha256
+    assert there.key_type == here.key_type
+
+
+def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url: str) -> None:
+    initialize(tmp_path, database_url=db_url)
+    rng = SystemRandom()
+    processes = SigningProcesses(1)
+    store = Store.open(db_url)
+    try:
+        service = CertificateAuthorityService(
+            store, clock=SystemClock(), rng=rng,
+            passphrase=DataDir(tmp_path).passphrase(rng), signer=processes,
+        )  # fmt: skip
+        add_device(service, "d")
+        assert processes.wait_ready()
+        [old] = processes.pids()
+        os.kill(old, signal.SIGKILL)
+        _wait_gone(old)
+        before = signed_where("server")
+        [leaf] = service.issue_batch([item("d", make_csr("d"))])
+        assert isinstance(leaf, IssuedLeaf)  # signed in the server instead
+        assert signed_where("server") == before + 1
+        assert processes.wait_ready()
+        [new] = processes.pids()
+        assert new != old
+        before = signed_where("signing-process")
+        [leaf] = service.issue_batch([item("d", make_csr("d"))])
+        assert isinstance(leaf, IssuedLeaf)
+        assert signed_where("signing-process") == before + 1
+    finally:
+        processes.close()
+        store.close()
+
+
+def test_a_child_killed_while_signing_fails_the_batch_cleanly() -> None:
+    processes = SigningProcesses(1)
+    try:
+        assert processes.wait_ready()
+        [pid] = processes.pids()
+        os.kill(pid, signal.SIGKILL)
+        _wait_gone(pid)
+        batch = SignBatch(dt.datetime.now(dt.UTC), (), {}, frozenset(), ())
+        with pytest.raises(SigningUnavailable):
+            pending = processes.submit(batch, lambda _: (b"", b""))
+            assert pending is not None
+            pending.result()
+    finally:
+        processes.close()
+
+
+def test_close_stops_the_children_and_later_batches_are_signed_by_the_caller() -> None:
+    processes = SigningProcesses(2)
+    assert processes.wait_ready()
+    pids = processes.pids()
+    assert len(pids) == 2
+    processes.close()
+    for pid in pids:
+        _wait_gone(pid)
+    # closed: nobody to send to, so the caller signs itself
+    empty = SignBatch(dt.datetime.now(dt.UTC), (), {}, frozenset(), ())
+    assert processes.submit(empty, lambda _: (b"", b"")) is None
+
+
+def test_children_exit_when_the_server_is_killed(tmp_path: Path) -> None:
+    """SIGKILL runs no cleanup: the child notices its pipe closed and exits."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            from certhub.signing import SigningProcesses
+
+            if __name__ == "__main__":
+                processes = SigningProcesses(1)
+                assert processes.wait_ready()
+                print(processes.pids()[0], flush=True)
+                time.sleep(60)
+            """
+        )
+    )
+    server = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        child = int(server.stdout.readline())
+        os.kill(server.pid, signal.SIGKILL)
+        server.wait(10)
+        _wait_gone(child)
+    finally:
+        server.kill()
+
+
+def _wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        try:  # our own child: reap it if it is a zombie
+            if os.waitpid(pid, os.WNOHANG) != (0, 0):
+                return
+        except ChildProcessError:
+            pass
+        stat = Path(f"/proc/{pid}/stat")
+        if stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} still runs")

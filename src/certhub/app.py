@@ -131,6 +131,13 @@ class Server:
     # -- parts --------------------------------------------------------------------------
 
     @property
+    def authority(self) -> CertificateAuthorityService:
+        """The namespace's authority (its :attr:`~CertificateAuthorityService.signer` is
+        the signing processes, if any)."""
+        assert self._authority is not None, "server not started"
+        return self._authority
+
+    @property
     def store(self) -> Store:
         """The registry store (call it through :meth:`run` from async code)."""
         assert self._store is not None, "server not started"

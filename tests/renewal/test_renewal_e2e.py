@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from prometheus_client import REGISTRY
 from renewal_e2e_support import (
     RESPONSES,
@@ -32,6 +33,7 @@ from renewal_e2e_support import (
 )
 
 from certhub.bootstrap import initialize
+from certhub.metrics import LEAVES_SIGNED
 from certhub.registry import Store
 from serverkit import API_VERSION, DevicePems, running_server
 
@@ -46,10 +48,21 @@ def refusals() -> float:
     return total
 
 
-def test_two_hundred_devices_renew_concurrently_and_reconnect(tmp_path: Path) -> None:
-    with running_server(tmp_path / "data") as running:
+def signed(where: str) -> float:
+    return float(LEAVES_SIGNED.labels(where)._value.get())
+
+
+@pytest.mark.parametrize("signing_processes", [1, 0], ids=["signing-process", "in-server"])
+def test_two_hundred_devices_renew_concurrently_and_reconnect(
+    tmp_path: Path, signing_processes: int
+) -> None:
+    with running_server(tmp_path / "data", signing_processes=signing_processes) as running:
         devices = enroll(running.data_dir, running.store, tmp_path / "old", 200, "fleet")
         refused_before = refusals()
+        signer = running.server.authority.signer
+        assert (signer is not None) == bool(signing_processes)
+        assert signer is None or signer.wait_ready()  # else the first leaves are signed here
+        elsewhere, here = signed("signing-process"), signed("server")
         clients, codes = connect_all(running, devices)
         try:
             assert codes == [0] * len(devices)
@@ -64,6 +77,11 @@ def test_two_hundred_devices_renew_concurrently_and_reconnect(tmp_path: Path) ->
             assert not any(c.record.disconnected.is_set() for c in clients)  # nobody dropped
         finally:
             release(clients)
+        # where the 200 leaves were signed (each once: every pre-signed leaf was recorded)
+        if signing_processes:
+            assert (signed("signing-process") - elsewhere, signed("server") - here) == (200, 0)
+        else:
+            assert (signed("signing-process") - elsewhere, signed("server") - here) == (0, 200)
         new = [(r.device_id, r.write_pems(tmp_path / "new")) for r in renewals]
         clients, codes = connect_all(running, new)
         release(clients)
@@ -78,6 +96,23 @@ def test_two_hundred_devices_renew_concurrently_and_reconnect(tmp_path: Path) ->
 
 
 # -- the crash test: `certhub serve` in a subprocess, SIGKILLed mid-storm --------------------
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def wait_gone(pid: int, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        if stat[0] == "Z":
+            return  # exited; its parent is gone, so init reaps it
+        assert time.monotonic() < deadline, f"process {pid} outlived the server"
+        time.sleep(0.05)
 
 
 @dataclass
@@ -205,8 +240,12 @@ def test_sigkill_during_a_renewal_storm_loses_no_certificate(tmp_path: Path) -> 
         deadline = time.monotonic() + 20
         while sum(len(d.returned) for d in swarm) < 150 and time.monotonic() < deadline:
             time.sleep(0.01)
+        signers = children(process.pid)
+        assert signers  # the signing process
         os.kill(process.pid, signal.SIGKILL)  # mid-storm: requests in flight everywhere
         process.wait(10)
+        for pid in signers:  # no orphan: it saw its pipe close
+            wait_gone(pid)
         storm.clear()
         for device in swarm:
             device.stop()

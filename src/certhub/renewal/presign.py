@@ -1,17 +1,18 @@
-"""Signing accepted renewals between the writer's turns, outside any transaction.
+"""Signing accepted renewals ahead of the transaction that records them.
 
 Why: each turn of the renewal writer is one transaction, and signing the operations
 accepted in the previous turn inside it held SQLite's single write lock for most of
 the turn (0.4 s typical, seconds at worst on a busy 2-core machine), so every other
 writer — presence, twin patches, DPS, activations — queued behind it. The writer
-therefore signs the carried operations *before* it begins (:func:`presign`, plain
-reads, same thread: a separate signer thread measured slower, the GIL), and the
-transaction only records a leaf after re-checking there everything its signature
-depended on (:func:`still_valid`): the operation is still pending with the same CSR,
-the device keeps the same credential policy and revocation id, the policy's issuing CA
-is unchanged and the key was never certified for the device. Anything else is signed
-inside the transaction as before. A leaf that is not recorded is dropped: it was never
-stored nor sent.
+therefore starts signing a turn's accepted operations (:func:`begin_presign`) either
+in the signing processes (:mod:`certhub.signing`), which work while the writer goes on,
+or — without them — in its own thread after the commit (a separate signer *thread*
+measured slower: the GIL). The next transaction only records a leaf after re-checking
+there everything its signature depended on (:func:`still_valid`): the operation is
+still pending with the same CSR, the device keeps the same credential policy and
+revocation id, the policy's issuing CA is unchanged and the key was never certified for
+the device. Anything else is signed inside the transaction as before. A leaf that is
+not recorded is dropped: it was never stored nor sent.
 """
 
 from __future__ import annotations

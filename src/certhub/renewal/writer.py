@@ -5,15 +5,19 @@ much as signing ten leaves. Requests that arrive together share commits. Each tu
 the writer takes whatever is queued (up to ``max_batch``) and runs ONE transaction:
 
 1. delivery marks;
-2. issuance of the operations accepted in the *previous* turn, and of recovered ones
+2. accepts of the new requests (:func:`~certhub.renewal.flow.accept`); with signing
+   processes (:mod:`certhub.signing`) their leaves start signing there at once
+   (:func:`~certhub.renewal.presign.begin_presign`: reads in this transaction), while
+   this thread goes on with
+3. issuance of the operations accepted in the *previous* turn, recording the leaves
+   signed for them meanwhile, and of recovered ones
    (:func:`~certhub.renewal.flow.issue`);
-3. accepts of the new requests (:func:`~certhub.renewal.flow.accept`) and first-use
-   activations.
+4. first-use activations.
 
-Before each turn's transaction begins, the writer signs the operations it carries from
-the previous turn (:func:`~certhub.renewal.presign.presign`, no lock held); the
-transaction re-checks and records those leaves, so the write lock is held for reads and
-writes only, not for signing.
+Without signing processes the writer signs a turn's accepted operations right after
+its commit, outside any transaction (no lock held), and records them in the next one.
+Either way the transaction re-checks a pre-signed leaf before recording it
+(:func:`~certhub.renewal.presign.still_valid`) and signs anything else itself.
 
 After the commit the issued operations' final responses go out and the new ones get
 their 202 — a 202 is only ever sent for an operation that is stored. A request is

@@ -67,6 +67,9 @@ __all__ = [
 
 _DER = serialization.Encoding.DER
 _READY = b"ready"
+_UNCLAIMED = 64
+"""Answers nobody asked for that a worker keeps (a transaction that failed after
+starting a batch never collects it)."""
 _REFUSALS: dict[str, type[PkiError]] = {
     "CsrRejected": CsrRejected,
     "IssuanceError": IssuanceError,
@@ -320,15 +323,20 @@ class _Worker:
     def answer(self, seq: int) -> bytes:
         with self.lock:
             while seq not in self.answers:
+                if seq < self.received:  # dropped as unclaimed: cannot happen to a waiter
+                    raise SigningUnavailable(f"the answer to batch {seq} was dropped")
                 self._drain(block=True)
             return self.answers.pop(seq)
 
     def _drain(self, *, block: bool) -> None:
+        """Read the answers waiting in the pipe; with ``block``, at least one."""
         try:
-            while (block and not self.answers) or self.conn.poll(0):
+            while block or self.conn.poll(0):
                 self.answers[self.received] = self.conn.recv_bytes()
                 self.received += 1
                 block = False
+                if len(self.answers) > _UNCLAIMED:  # a caller gave up on its batch
+                    del self.answers[min(self.answers)]
         except (EOFError, OSError) as exc:
             self.dead = True
             raise SigningUnavailable(f"signing process {self.process.pid} is gone") from exc

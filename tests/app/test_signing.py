@@ -168,6 +168,20 @@ def test_the_child_builds_the_same_leaf_as_the_server(
     assert there.key_type == here.key_type
 
 
+def test_a_batch_nobody_collects_does_not_confuse_the_next(
+    service: CertificateAuthorityService, signer: SigningProcesses
+) -> None:
+    """A transaction that fails after starting a batch never collects it; the next
+    caller still gets its own leaves (answers are matched by order, not by arrival)."""
+    add_device(service, "x")
+    add_device(service, "y")
+    service.begin_sign_batch([item("x", make_csr("x"))])  # never collected
+    [mine] = service.sign_batch([item("y", make_csr("y"))])
+    assert not isinstance(mine, Exception)
+    assert mine.item.device_id == "y"
+    assert mine.leaf.certificate.subject.rfc4514_string() == "CN=y"
+
+
 def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url: str) -> None:
     initialize(tmp_path, database_url=db_url)
     rng = SystemRandom()

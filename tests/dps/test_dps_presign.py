@@ -63,6 +63,20 @@ def test_reject_key_certified_between_signing_and_recording(env: DpsEnv) -> None
     assert pre.signed.leaf.serial_hex not in serials
 
 
+def test_a_key_certified_before_signing_is_refused_in_the_transaction(env: DpsEnv) -> None:
+    """Pre-signing skips the key-history lookup; the transaction's check refuses it."""
+    att = env.attest_sas("pre-5")
+    key = p256()
+    env.provision(att, body(csr=csr_b64("pre-5", key)))
+    req = _request(att, body(csr=csr_b64("pre-5", key)))
+    pre = _presign(env, att, req)
+    assert pre is not None  # signed without looking at the history
+    with pytest.raises(BadRequest) as caught:
+        _assign(env, att, req, pre)
+    assert (caught.value.reason, caught.value.error_code) == ("key-reused", 400004)
+    assert len(env.store.list_certificates(device_id="pre-5")) == 1
+
+
 def test_a_policy_change_after_signing_makes_the_transaction_sign_again(env: DpsEnv) -> None:
     env.create_policy("other", "120s")
     enrollment = env.enroll("pre-3")

@@ -86,6 +86,28 @@ def test_reject_key_certified_between_signing_and_recording(world: World) -> Non
     assert presigned[op.id].leaf.serial_hex not in serials
 
 
+def test_a_key_certified_before_is_refused_in_the_transaction(world: World) -> None:
+    """Pre-signing does not look up the device's key history (no query, no CSR parse in
+    the server): the transaction does, and the answer is the same KeyReused."""
+    device = world.add_device()
+    key = make_key()
+    world.authority.issue(
+        device_id=device,
+        csr_der=csr_der(device, key),
+        policy_name="default",
+        requested_via="dps",
+        actor="test",
+    )
+    op = _pending(world, device, csr_der(device, key))
+    presigned = presign(world.store, world.authority, [op])
+    assert set(presigned) == {op.id}  # signed, not yet judged against the history
+    finished = _issue(world, op, presigned)
+    assert finished.operation.state == "failed"
+    body = _body(finished)
+    assert (body["errorCode"], body["info"]["credentialError"]) == (400040, "KeyReused")
+    assert len(world.certificates(device)) == 1
+
+
 def test_a_new_revocation_id_after_signing_makes_the_transaction_sign_again(
     world: World,
 ) -> None:

@@ -37,6 +37,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from procstat import tree_cpu_seconds
 from rich.console import Console
 from rich.table import Table
 
@@ -242,9 +243,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(data_dir: Path, database: str | None, port: int) -> subprocess.Popen[bytes]:
+def start_server(
+    data_dir: Path, database: str | None, port: int, signing_processes: int
+) -> subprocess.Popen[bytes]:
     certhub = Path(sys.executable).with_name("certhub")
     cmd = [str(certhub), "serve", "--data-dir", str(data_dir), "--mqtt-port", str(port)]
+    cmd += ["--signing-processes", str(signing_processes)]
     if database:
         cmd += ["--database", database]
     with Store.open(database or DataDir(data_dir).database_url) as store:
@@ -263,15 +267,6 @@ def start_server(data_dir: Path, database: str | None, port: int) -> subprocess.
     raise RuntimeError("server did not start")
 
 
-def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc; 0.0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -288,6 +283,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=32, help="devices in flight")
     parser.add_argument("--database", default=None, help="store URL (default: SQLite)")
+    parser.add_argument(
+        "--signing-processes", type=int, default=1, help="certhub's (1; 0: in the server)"
+    )
     parser.add_argument("--json", dest="json_out", default=None)
     args = parser.parse_args()
     try:
@@ -304,17 +302,17 @@ def main() -> None:
         requests = make_requests(args.count + args.warmup, facts.id_scope, facts.group_primary_key)
         raw = max(raw_issuance_rate(requests[: args.count]) for _ in range(2))
         port = free_port()
-        server = start_server(data_dir, args.database, port)
+        server = start_server(data_dir, args.database, port, args.signing_processes)
         try:
             warm, rest = requests[: args.warmup], requests[args.warmup :]
             asyncio.run(run_clients("127.0.0.1", port, facts.trust_anchor, facts.id_scope, warm, 8))
-            cpu_before = process_cpu_seconds(server.pid)
+            cpu_before = tree_cpu_seconds(server.pid)
             elapsed, latencies, errors = asyncio.run(
                 run_clients(
                     "127.0.0.1", port, facts.trust_anchor, facts.id_scope, rest, args.concurrency
                 )
             )
-            server_cpu = process_cpu_seconds(server.pid) - cpu_before
+            server_cpu = tree_cpu_seconds(server.pid) - cpu_before
         finally:
             server.terminate()
             server.wait(10)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import os
 import resource
 import shutil
 import signal
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from procstat import tree_cpu_seconds
 
 from certhub.app import Server, ServerConfig, new_event_loop
 from certhub.authority import CertificateAuthorityService
@@ -173,8 +173,8 @@ class Broker:
         raise RuntimeError("no VmRSS")
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of the broker (and its children: certhub's signing process)."""
+        return tree_cpu_seconds(self.process.pid)
 
 
 def free_port() -> int:

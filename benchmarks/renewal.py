@@ -32,7 +32,6 @@ import base64
 import contextlib
 import datetime as dt
 import json
-import os
 import platform
 import signal
 import socket
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from issuance import raw_loop  # benchmarks/ is the script's directory
+from procstat import tree_cpu_seconds
 
 from certhub.app import Server, ServerConfig, new_event_loop
 from certhub.authority import CertificateAuthorityService, IssueItem
@@ -231,19 +231,7 @@ class ServerProcess:
 
     def cpu_seconds(self) -> float:
         """CPU time of certhub and its signing processes (live children)."""
-        return sum(_cpu_seconds(pid) for pid in (self.process.pid, *_children(self.process.pid)))
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
+        return tree_cpu_seconds(self.process.pid)
 
 
 @contextlib.contextmanager

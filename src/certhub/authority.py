@@ -488,8 +488,7 @@ class CertificateAuthorityService:
             seen=frozenset(pair for pair in seen if pair[0] in devices),
             jobs=tuple(jobs),
         )
-        chains = {k: (m.certificate_der, m.root_der) for k, m in issuers.items()}
-        pending = signer.submit(batch, chains.__getitem__)
+        pending = signer.submit(batch)
         if pending is None:  # no signing process has started yet
             return PendingSignatures.now(here())
         return PendingSignatures(pending, functools.partial(_signed_items, prepared), here)

@@ -13,7 +13,7 @@ The children get plain, picklable data only (:class:`SignBatch`): the CSRs, the 
 policies, the issuers' certificates and keys (PKCS#8 DER over the pipe to a child the
 server spawned; the children cache them), the validators, the time and each job's
 serial bytes, both drawn in the server from its injected clock and randomness. What
-comes back is :class:`SignedLeaf` (the leaf's DER and facts) or a :class:`Refusal`
+comes back is each :class:`~certhub.pki.IssuedLeaf` (pickled as DER) or a :class:`Refusal`
 (the ``PkiError`` subclass, reason and message), which
 :meth:`SigningProcesses.sign` turns back into :class:`~certhub.pki.IssuedLeaf` and
 exceptions: the caller sees exactly what :meth:`certhub.pki.Authority.sign` gives.
@@ -25,16 +25,18 @@ A child that dies is replaced on the next batch; the batch it held fails with
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import multiprocessing
 import os
 import pickle
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -46,7 +48,6 @@ from certhub.pki import (
     IssuanceError,
     IssuanceRequest,
     IssuedLeaf,
-    KeyType,
     LeafPolicy,
     PkiError,
     PolicyError,
@@ -58,7 +59,6 @@ __all__ = [
     "Refusal",
     "SignBatch",
     "SignJob",
-    "SignedLeaf",
     "SigningProcesses",
     "SigningUnavailable",
     "issuer_material",
@@ -67,6 +67,7 @@ __all__ = [
 
 _DER = serialization.Encoding.DER
 _READY = b"ready"
+_CHILD = "import sys; from certhub.signing import child_main; child_main(int(sys.argv[1]))"
 _UNCLAIMED = 64
 """Answers nobody asked for that a worker keeps (a transaction that failed after
 starting a batch never collects it)."""
@@ -119,20 +120,6 @@ class SignBatch:
     """``(device id, public-key SHA-256)`` pairs already certified (key reuse); a leaf
     signed in the batch adds its own, as in-process signing does."""
     jobs: tuple[SignJob, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SignedLeaf:
-    """A signed leaf's DER and the facts of :class:`~certhub.pki.IssuedLeaf`."""
-
-    leaf_der: bytes
-    serial_hex: str
-    not_before: dt.datetime
-    not_after: dt.datetime
-    sha256_thumbprint: str
-    sha1_thumbprint: str
-    public_key_sha256: str
-    key_type: KeyType
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,7 +198,7 @@ def _issuer(state: _ChildState, material: IssuerMaterial) -> tuple[CaKeyPair, x5
     return found
 
 
-def sign_jobs(batch: SignBatch) -> list[SignedLeaf | Refusal]:
+def sign_jobs(batch: SignBatch) -> list[IssuedLeaf | Refusal]:
     """Validate and sign each job in order (runs in a child; pure, no I/O)."""
     state = _state()
     authority = state.authorities.get(batch.validators)
@@ -221,7 +208,7 @@ def sign_jobs(batch: SignBatch) -> list[SignedLeaf | Refusal]:
         )
     state.clock.value = batch.now
     seen = set(batch.seen)
-    results: list[SignedLeaf | Refusal] = []
+    results: list[IssuedLeaf | Refusal] = []
     for job in batch.jobs:
         pair, root = _issuer(state, batch.issuers[job.issuer])
         device = job.device_id
@@ -242,25 +229,21 @@ def sign_jobs(batch: SignBatch) -> list[SignedLeaf | Refusal]:
             results.append(Refusal(type(exc).__name__, exc.reason, exc.message))
             continue
         seen.add((device, leaf.public_key_sha256))
-        results.append(
-            SignedLeaf(
-                leaf_der=leaf.chain_der[0],
-                serial_hex=leaf.serial_hex,
-                not_before=leaf.not_before,
-                not_after=leaf.not_after,
-                sha256_thumbprint=leaf.sha256_thumbprint,
-                sha1_thumbprint=leaf.sha1_thumbprint,
-                public_key_sha256=leaf.public_key_sha256,
-                key_type=leaf.key_type,
-            )
-        )
+        results.append(leaf)
     return results
 
 
-def child_main(conn: Connection) -> None:
-    """A signing process: announce readiness, then answer batches in order until the
-    server's end of the pipe closes (the server stopped, or died: no orphan)."""
-    conn.send_bytes(_READY)
+def child_main(fd: int) -> None:
+    """A signing process (``python -c`` with its end of a socket pair as ``fd``):
+    announce readiness, then answer batches in order until the server's end closes
+    (the server stopped, or died: no orphan). SIGINT is the server's to handle (a
+    Ctrl-C in a terminal reaches the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    conn = Connection(fd)
+    try:
+        conn.send_bytes(_READY)
+    except OSError:  # the server is gone already
+        return
     while True:
         try:
             data = conn.recv_bytes()
@@ -270,7 +253,10 @@ def child_main(conn: Connection) -> None:
             reply: tuple[str, object] = ("ok", sign_jobs(pickle.loads(data)))
         except Exception as exc:  # a bug, or a batch that does not unpickle
             reply = ("error", repr(exc))
-        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:
+            return
 
 
 # -- the server's side -----------------------------------------------------------------------
@@ -281,7 +267,7 @@ class _Worker:
     the order they were sent; each has a sequence number, and whoever wants an answer
     reads the pipe (under ``lock``) until it is there, keeping the others'."""
 
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], conn: Connection) -> None:
         self.process = process
         self.conn = conn
         self.lock = threading.Lock()
@@ -341,12 +327,19 @@ class _Worker:
             self.dead = True
             raise SigningUnavailable(f"signing process {self.process.pid} is gone") from exc
 
+    def alive(self) -> bool:
+        return not self.dead and self.process.poll() is None
+
     def stop(self, timeout: float) -> None:
-        self.conn.close()  # the child reads EOF and exits
-        self.process.join(timeout)
-        if self.process.is_alive():
-            self.process.terminate()
-            self.process.join(timeout)
+        """Close the pipe: a started child reads the end and exits (waited for up to
+        ``timeout``); one still starting is killed (it holds nothing yet)."""
+        self.conn.close()
+        if self.ready:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout)
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
 
 
 class PendingLeaves:
@@ -356,11 +349,9 @@ class PendingLeaves:
         self,
         parts: list[tuple[_Worker, int, SignBatch]],
         jobs: tuple[SignJob, ...],
-        chain: Callable[[str], tuple[bytes, bytes]],
     ) -> None:
         self._parts = parts
         self._jobs = jobs
-        self._chain = chain
 
     def done(self) -> bool:
         """Whether :meth:`result` would return without waiting."""
@@ -370,27 +361,26 @@ class PendingLeaves:
             return True  # result() raises at once
 
     def result(self) -> list[IssuedLeaf | PkiError]:
-        """Each job's leaf (issuing CA and root DER appended) or its refusal, in job
+        """Each job's leaf (its chain: leaf, issuing CA, root) or its refusal, in job
         order; raises :class:`SigningUnavailable` if a child died or failed."""
-        by_job: dict[int, SignedLeaf | Refusal] = {}
+        by_job: dict[int, IssuedLeaf | Refusal] = {}
         for worker, seq, part in self._parts:
             status, value = pickle.loads(worker.answer(seq))
             if status != "ok":
                 raise SigningUnavailable(f"signing process {worker.process.pid}: {value}")
             by_job.update(zip(map(id, part.jobs), value, strict=True))
-        return [_leaf(by_job[id(job)], self._chain(job.issuer)) for job in self._jobs]
+        return [_outcome(by_job[id(job)]) for job in self._jobs]
 
 
 class SigningProcesses:
     """``processes`` child processes that sign batches (see the module docstring).
 
-    Started with ``spawn`` (the server has threads, which ``fork`` would copy in
-    whatever state they are in) on first use or :meth:`start`; until a child has
+    Started on first use or :meth:`start` (a fresh ``python`` each); until a child has
     started, :meth:`submit` returns None and the caller signs in-process. A child that
     died is replaced on the next batch. Thread-safe: the renewal writer and DPS share it.
     """
 
-    def __init__(self, processes: int = 1, *, stop_timeout: float = 5.0) -> None:
+    def __init__(self, processes: int = 1, *, stop_timeout: float = 2.0) -> None:
         if processes < 1:
             raise ValueError("at least one signing process")
         self.processes = processes
@@ -404,7 +394,7 @@ class SigningProcesses:
         with self._lock:
             if self._closed:
                 return
-            dead = [w for w in self._workers if w.dead or not w.process.is_alive()]
+            dead = [w for w in self._workers if not w.alive()]
             for worker in dead:
                 self._workers.remove(worker)
                 worker.stop(0.1)
@@ -414,7 +404,7 @@ class SigningProcesses:
     def pids(self) -> list[int]:
         """The children's process ids."""
         with self._lock:
-            return sorted(w.process.pid for w in self._workers if w.process.pid is not None)
+            return sorted(w.process.pid for w in self._workers)
 
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Start the children and wait until each has started (tests, benchmarks)."""
@@ -428,9 +418,7 @@ class SigningProcesses:
             time.sleep(0.02)
         return False
 
-    def submit(
-        self, batch: SignBatch, chain: Callable[[str], tuple[bytes, bytes]]
-    ) -> PendingLeaves | None:
+    def submit(self, batch: SignBatch) -> PendingLeaves | None:
         """Send ``batch`` to the children (split by device, so a device's jobs keep
         their order and the batch's key-reuse rule); None when no child is ready (still
         starting, or closed): the caller signs. Raises :class:`SigningUnavailable` if a
@@ -446,7 +434,7 @@ class SigningProcesses:
             (worker, worker.send(pickle.dumps(part, protocol=pickle.HIGHEST_PROTOCOL)), part)
             for worker, part in zip(ready, data, strict=False)
         ]
-        return PendingLeaves(parts, batch.jobs, chain)
+        return PendingLeaves(parts, batch.jobs)
 
     def close(self) -> None:
         """Stop the children (they finish the batch in hand)."""
@@ -458,12 +446,20 @@ class SigningProcesses:
 
 
 def _spawn() -> _Worker:
-    ctx = multiprocessing.get_context("spawn")
-    ours, theirs = ctx.Pipe()
-    process = ctx.Process(target=child_main, args=(theirs,), name="certhub-signer", daemon=True)
-    process.start()
-    theirs.close()
-    return _Worker(process, ours)
+    """A new child: a fresh interpreter (not ``fork``: the server has threads, which a
+    fork copies in whatever state they are in) that imports only this module."""
+    ours, theirs = socket.socketpair()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-c", _CHILD, str(theirs.fileno())],
+            pass_fds=(theirs.fileno(),),
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    finally:
+        theirs.close()
+    return _Worker(process, Connection(ours.detach()))
 
 
 def _split(batch: SignBatch, ways: int) -> list[SignBatch]:
@@ -482,17 +478,5 @@ def _split(batch: SignBatch, ways: int) -> list[SignBatch]:
     ]
 
 
-def _leaf(result: SignedLeaf | Refusal, chain: tuple[bytes, bytes]) -> IssuedLeaf | PkiError:
-    if isinstance(result, Refusal):
-        return result.exception()
-    return IssuedLeaf(
-        certificate=x509.load_der_x509_certificate(result.leaf_der),
-        chain_der=(result.leaf_der, *chain),
-        serial_hex=result.serial_hex,
-        not_before=result.not_before,
-        not_after=result.not_after,
-        sha256_thumbprint=result.sha256_thumbprint,
-        sha1_thumbprint=result.sha1_thumbprint,
-        public_key_sha256=result.public_key_sha256,
-        key_type=result.key_type,
-    )
+def _outcome(result: IssuedLeaf | Refusal) -> IssuedLeaf | PkiError:
+    return result.exception() if isinstance(result, Refusal) else result

@@ -20,7 +20,7 @@ import base64
 import datetime as dt
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -113,6 +113,16 @@ class IssuedLeaf:
     """Uppercase hex SHA-1 of the leaf DER (Azure thumbprint form)."""
     public_key_sha256: str
     key_type: KeyType
+
+    def __reduce__(self) -> tuple[Callable[[dict[str, object]], IssuedLeaf], tuple[object]]:
+        # pickled without the parsed certificate (not picklable): DER, parsed again
+        state = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "certificate"}
+        return _unpickle_leaf, (state,)
+
+
+def _unpickle_leaf(state: dict[str, object]) -> IssuedLeaf:
+    der = state["chain_der"][0]  # type: ignore[index]
+    return IssuedLeaf(certificate=x509.load_der_x509_certificate(der), **state)  # type: ignore[arg-type]
 
 
 class Authority:

@@ -10,16 +10,16 @@ reads before it (revocation ids, the keys a device already had certified) and th
 writes after it stay in the server, in the caller's transaction.
 
 The children get plain, picklable data only (:class:`SignBatch`): the CSRs, the leaf
-policies, the issuers' certificates and keys (PKCS#8 DER over the pipe to a child the
-server spawned; the children cache them), the validators, the time and each job's
-serial bytes, both drawn in the server from its injected clock and randomness. What
-comes back is each :class:`~certhub.pki.IssuedLeaf` (pickled as DER) or a :class:`Refusal`
-(the ``PkiError`` subclass, reason and message), which
-:meth:`SigningProcesses.sign` turns back into :class:`~certhub.pki.IssuedLeaf` and
-exceptions: the caller sees exactly what :meth:`certhub.pki.Authority.sign` gives.
+policies, the issuers' certificates and keys (PKCS#8 DER over a socket pair to a child
+the server started itself; the children cache them), the validators, the time and each
+job's serial bytes, both drawn in the server from its injected clock and randomness.
+What comes back is each job's :class:`~certhub.pki.IssuedLeaf` (it pickles as DER) or a
+:class:`Refusal`, which :meth:`PendingLeaves.result` turns back into the ``PkiError``
+that :meth:`certhub.pki.Authority.sign` raises: the caller sees exactly what signing
+in-process gives.
 
-A child exits when the server goes away, even by SIGKILL (it watches its parent).
-A child that dies is replaced on the next batch; the batch it held fails with
+A child exits when the server goes away, even by SIGKILL: it reads the end of its
+socket. A child that dies is replaced on the next batch; the batch it held fails with
 :class:`SigningUnavailable`, and callers sign that batch in-process.
 """
 

@@ -417,6 +417,12 @@ def main() -> None:
     parser.add_argument("--raw-count", type=int, default=2000, help="raw loop CSRs (2000)")
     parser.add_argument("--database", default=None, help="store URL (default: SQLite)")
     parser.add_argument(
+        "--open-rate",
+        type=float,
+        default=None,
+        help="renewals/s of the open-loop run (default: half the peak)",
+    )
+    parser.add_argument(
         "--signing-processes",
         type=int,
         default=1,
@@ -440,7 +446,8 @@ def main() -> None:
             cpu = server.cpu_seconds()
             peak, peak_lat = loop.run_until_complete(closed_loop(devices, args.seconds))
             cpu_each = (server.cpu_seconds() - cpu) / max(1, len(peak_lat))
-            half = loop.run_until_complete(open_loop(devices, peak / 2, args.seconds))
+            open_rate = args.open_rate or peak / 2
+            half = loop.run_until_complete(open_loop(devices, open_rate, args.seconds))
             raws.append(raw_rates(args.raw_count))
     finally:
         loop.close()
@@ -459,7 +466,7 @@ def main() -> None:
         "server_cpu_ms_per_renewal": round(cpu_each * 1000, 2),
         "peak_p50_ms": round(pct(peak_lat, 0.5), 1),
         "peak_p99_ms": round(pct(peak_lat, 0.99), 1),
-        "half_rate_per_s": round(peak / 2),
+        "half_rate_per_s": round(open_rate),
         "half_p50_ms": round(pct(half, 0.5), 1),
         "half_p99_ms": round(pct(half, 0.99), 1),
         "half_mean_ms": round(statistics.fmean(half) * 1000, 1),
@@ -480,7 +487,7 @@ def main() -> None:
         f"  latency at peak      p50 {results['peak_p50_ms']:>7} ms  "
         f"p99 {results['peak_p99_ms']:>7} ms"
     )
-    print(f"  latency at {peak / 2:,.0f}/s   p50 {results['half_p50_ms']:>7} ms  "
+    print(f"  latency at {open_rate:,.0f}/s   p50 {results['half_p50_ms']:>7} ms  "
           f"p99 {results['half_p99_ms']:>7} ms (target p99 < 250 ms)")  # fmt: skip
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))

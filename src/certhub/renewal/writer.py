@@ -10,7 +10,8 @@ the writer takes whatever is queued (up to ``max_batch``) and runs ONE transacti
    (:func:`~certhub.renewal.presign.begin_presign`: reads in this transaction), while
    this thread goes on with
 3. issuance of the operations accepted in the *previous* turn, recording the leaves
-   signed for them meanwhile, and of recovered ones
+   signed for them meanwhile (awaited before this transaction began, so no write lock
+   is held while a child signs), and of recovered ones
    (:func:`~certhub.renewal.flow.issue`);
 4. first-use activations.
 
@@ -98,9 +99,6 @@ class _Generation:
 
     ids: list[int]
     signing: Presigning
-    inside: bool
-    """Started inside that turn's transaction (signing processes) or after its commit."""
-    signed: dict[int, SignedItem] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,12 +227,14 @@ class RenewalWriter:
         marks = [j.operation_id for j in batch if isinstance(j, _Delivered)]
         issues = [j for j in batch if isinstance(j, _Issue)]
         previous, self._signing = self._signing, None
+        # its leaves, awaited before BEGIN: no write lock is held while a child signs
+        presigned = {} if previous is None else self._collect(previous)
         ready_ids = [] if previous is None else [i for i in previous.ids if i in carry]
         ids = [*ready_ids, *(job.operation_id for job in issues)]
         fresh = set(ready_ids)
         try:
             turn = self._with_retry(
-                lambda: self._transaction(ids, fresh, accepts, activations, marks, previous)
+                lambda: self._transaction(ids, fresh, accepts, activations, marks, presigned)
             )
         except Exception as exc:
             log.exception("renewal transaction failed (accepted operations stay pending)")
@@ -254,9 +254,7 @@ class RenewalWriter:
         if turn.signing is not None:
             self._signing = turn.signing
         elif new_ops:  # no signing processes: sign now, outside the transaction
-            self._signing = _Generation(
-                [op.id for op in new_ops], self._begin_presign(new_ops), inside=False
-            )
+            self._signing = _Generation([op.id for op in new_ops], self._begin_presign(new_ops))
         for act, result in zip(activations, turn.activated, strict=True):
             if isinstance(result, BaseException):
                 _settle(act.future, error=result)
@@ -290,13 +288,11 @@ class RenewalWriter:
             return Presigning(None)
 
     def _collect(self, generation: _Generation) -> dict[int, SignedItem]:
-        if generation.signed is None:
-            try:
-                generation.signed = generation.signing.result()
-            except Exception:  # only an optimisation: the transaction signs what is left
-                log.exception("signing before the renewal transaction failed")
-                generation.signed = {}
-        return generation.signed
+        try:
+            return generation.signing.result()
+        except Exception:  # only an optimisation: the transaction signs what is left
+            log.exception("signing before the renewal transaction failed")
+            return {}
 
     def _with_retry(self, step: Callable[[], T]) -> T:
         try:
@@ -311,11 +307,11 @@ class RenewalWriter:
         accepts: list[_Accept],
         activations: list[_Activate],
         marks: list[int],
-        previous: _Generation | None,
+        presigned: dict[int, SignedItem],
     ) -> _Turn:
         """The turn's transaction: delivery marks; accepts, whose leaves then start
         signing in the signing processes (reads in this transaction) while the rest
-        runs; issuance of ``ids`` (with the leaves ``previous`` signed); activations."""
+        runs; issuance of ``ids`` (recording the ``presigned`` leaves); activations."""
         now = self._clock.now()
         store, config = self._store, self._config
         with store.transaction() as conn:
@@ -335,7 +331,7 @@ class RenewalWriter:
             new_ops = [o.operation for o in outcomes if isinstance(o, Accepted)]
             if new_ops and self._authority.signer is not None:
                 started = self._begin_presign(new_ops, conn)
-                signing = _Generation([op.id for op in new_ops], started, inside=True)
+                signing = _Generation([op.id for op in new_ops], started)
             finished = flow.issue(
                 store,
                 self._authority,
@@ -346,7 +342,7 @@ class RenewalWriter:
                 origin=config.origin,
                 conn=conn,
                 fresh=fresh,
-                presigned={} if previous is None else self._collect(previous),
+                presigned=presigned,
             )
             activated: list[Any] = []
             for act in activations:

@@ -2,6 +2,7 @@
 latency, next to the raw issuance rate measured in the same run.
 
     .venv/bin/python benchmarks/renewal.py [--devices 300] [--seconds 8] [--database URL]
+        [--signing-processes 1] [--open-rate R]
 
 * **raw** — the raw issuance rate of ``benchmarks/issuance.py`` (its ``raw_loop``: a bare
   ``cryptography`` loop that parses + verifies a CSR, then builds and signs the leaf
@@ -17,7 +18,11 @@ latency, next to the raw issuance rate measured in the same run.
   wait for the 202 and the 200, publish the next. Renewals per second over the run, and
   p50/p99 of PUBLISH -> 200.
 * **half peak** — the same devices, open loop at half the peak rate (requests paced
-  evenly, each to an idle device): p50/p99 latency.
+  evenly, each to an idle device): p50/p99 latency. ``--open-rate`` sets another rate
+  (to compare two configurations at one load).
+
+Server CPU per renewal counts certhub's process and its signing processes
+(``--signing-processes``, certhub's default 1; 0 signs in the server process).
 
 Targets (issue "Renewal through the hub"): peak >= 40% of raw; p99 < 250 ms at half peak.
 The load generator is one asyncio process with a raw MQTT client (``certhub.mqtt``), so

@@ -20,6 +20,7 @@ from certhub.rand import SystemRandom
 from certhub.registry import Store
 from certhub.registry.errors import AlreadyExists, NotFound
 from certhub.registry.records import NewDevice
+from certhub.signing import SigningProcesses
 
 
 def make_csr(cn: str, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
@@ -32,18 +33,25 @@ def make_csr(cn: str, key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
     return csr.public_bytes(serialization.Encoding.DER)
 
 
-@pytest.fixture
-def service(tmp_path: Path, db_url: str) -> CertificateAuthorityService:
-    initialize(tmp_path, database_url=db_url)
+def new_service(
+    data_dir: Path, db_url: str, signer: SigningProcesses | None = None
+) -> CertificateAuthorityService:
+    """An initialised data directory's authority (signing in ``signer`` if given)."""
+    initialize(data_dir, database_url=db_url)
     rng = SystemRandom()
-    store = Store.open(db_url)
     return CertificateAuthorityService(
-        store,
+        Store.open(db_url),
         clock=SystemClock(),
         rng=rng,
-        passphrase=DataDir(tmp_path).passphrase(rng),
+        passphrase=DataDir(data_dir).passphrase(rng),
         crl_base_url="https://localhost:8443",
+        signer=signer,
     )
+
+
+@pytest.fixture
+def service(tmp_path: Path, db_url: str) -> CertificateAuthorityService:
+    return new_service(tmp_path, db_url)
 
 
 def add_device(service: CertificateAuthorityService, device_id: str) -> bytes:

@@ -3,34 +3,36 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
-from test_authority_service import add_device, make_csr
+from cryptography.hazmat.primitives.serialization import Encoding
+from test_authority_service import add_device, make_csr, new_service
 
 from certhub.authority import CertificateAuthorityService, IssueItem
-from certhub.bootstrap import initialize
-from certhub.clock import SystemClock
-from certhub.datadir import DataDir
 from certhub.issuance_queue import IssuanceQueue
+from certhub.metrics import LEAVES_SIGNED
 from certhub.pki import CsrRejected, IssuedLeaf
-from certhub.rand import SystemRandom
-from certhub.registry import Store
 from certhub.registry.errors import NotFound
 
 
-@pytest.fixture
-def service(tmp_path: Path, db_url: str) -> CertificateAuthorityService:
-    initialize(tmp_path, database_url=db_url)
-    rng = SystemRandom()
-    return CertificateAuthorityService(
-        Store.open(db_url),
-        clock=SystemClock(),
-        rng=rng,
-        passphrase=DataDir(tmp_path).passphrase(rng),
-    )
+@pytest.fixture(params=["in-server", "signing-process"])
+def service(
+    request: pytest.FixtureRequest, tmp_path: Path, db_url: str
+) -> Iterator[CertificateAuthorityService]:
+    """The authority signing in this process, or in a signing process (same outcomes)."""
+    signer = request.getfixturevalue("signer") if request.param == "signing-process" else None
+    service = new_service(tmp_path, db_url, signer)
+    yield service
+    service.store.close()
+
+
+def signed_where(where: str) -> float:
+    return float(LEAVES_SIGNED.labels(where)._value.get())
 
 
 def item(device: str, csr: bytes) -> IssueItem:
@@ -42,7 +44,12 @@ def item(device: str, csr: bytes) -> IssueItem:
 def test_batch_refuses_items_individually(service: CertificateAuthorityService) -> None:
     add_device(service, "a")
     add_device(service, "b")
+    used = ec.generate_private_key(ec.SECP256R1())
+    [first] = service.issue_batch([item("b", make_csr("b", used))])
+    assert isinstance(first, IssuedLeaf)
     key = ec.generate_private_key(ec.SECP256R1())
+    where = "server" if service.signer is None else "signing-process"
+    before = signed_where(where)
     results = service.issue_batch(
         [
             item("a", make_csr("a", key)),
@@ -50,6 +57,7 @@ def test_batch_refuses_items_individually(service: CertificateAuthorityService) 
             item("b", make_csr("not-b")),
             item("ghost", make_csr("ghost")),
             item("b", b"\x30\x03garbage"),
+            item("b", make_csr("b", used)),  # certified for b before this batch
             item("b", make_csr("b")),
         ]
     )
@@ -58,9 +66,16 @@ def test_batch_refuses_items_individually(service: CertificateAuthorityService) 
     assert isinstance(results[2], CsrRejected) and results[2].reason == "cn-mismatch"
     assert isinstance(results[3], NotFound)
     assert isinstance(results[4], CsrRejected) and results[4].reason == "csr-malformed"
-    assert isinstance(results[5], IssuedLeaf)
+    assert isinstance(results[5], CsrRejected) and results[5].reason == "key-reused"
+    assert isinstance(results[6], IssuedLeaf)
+    assert signed_where(where) - before == 6  # all but the unknown device, where expected
     recorded = {c.serial_hex for c in service.store.list_certificates(limit=100)}
-    assert recorded == {results[0].serial_hex, results[5].serial_hex}
+    assert recorded == {first.serial_hex, results[0].serial_hex, results[6].serial_hex}
+    leaf = results[6]
+    assert leaf.chain_der[0] == leaf.certificate.public_bytes(Encoding.DER)
+    issuer = x509.load_der_x509_certificate(leaf.chain_der[1])
+    leaf.certificate.verify_directly_issued_by(issuer)
+    issuer.verify_directly_issued_by(x509.load_der_x509_certificate(leaf.chain_der[2]))
 
 
 def test_queue_issues_concurrent_requests_exactly_once(

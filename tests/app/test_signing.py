@@ -1,7 +1,8 @@
 """Signing in child processes (certhub.signing) and the authority's use of them.
 
-The children are real spawned processes; the in-process authority is the reference:
-every outcome (leaf profile, refusal reasons, key reuse) must be the same.
+The children are real processes; the in-process authority is the reference: every
+outcome must be the same (the refusal reasons and key reuse are asserted for both in
+test_issuance_batch.py).
 """
 
 from __future__ import annotations
@@ -18,20 +19,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.serialization import Encoding
-from test_authority_service import add_device, make_csr
+from test_authority_service import add_device, make_csr, new_service
 
 from certhub.authority import CertificateAuthorityService, IssueItem
-from certhub.bootstrap import initialize
-from certhub.clock import FixedClock, SystemClock
-from certhub.datadir import DataDir
+from certhub.clock import FixedClock
 from certhub.metrics import LEAVES_SIGNED
-from certhub.pki import Authority, CsrRejected, IssuanceRequest, IssuedLeaf
-from certhub.rand import SystemRandom
-from certhub.registry import Store
-from certhub.registry.errors import NotFound
+from certhub.pki import Authority, IssuanceRequest, IssuedLeaf
 from certhub.signing import (
     SignBatch,
     SigningProcesses,
@@ -42,29 +35,13 @@ from certhub.signing import (
 )
 
 
-@pytest.fixture(scope="module")
-def signer() -> Iterator[SigningProcesses]:
-    processes = SigningProcesses(1)
-    assert processes.wait_ready()
-    yield processes
-    processes.close()
-
-
 @pytest.fixture
 def service(
     tmp_path: Path, db_url: str, signer: SigningProcesses
 ) -> Iterator[CertificateAuthorityService]:
-    initialize(tmp_path, database_url=db_url)
-    rng = SystemRandom()
-    store = Store.open(db_url)
-    yield CertificateAuthorityService(
-        store,
-        clock=SystemClock(),
-        rng=rng,
-        passphrase=DataDir(tmp_path).passphrase(rng),
-        signer=signer,
-    )
-    store.close()
+    service = new_service(tmp_path, db_url, signer)
+    yield service
+    service.store.close()
 
 
 def item(device: str, csr: bytes) -> IssueItem:
@@ -75,49 +52,6 @@ def item(device: str, csr: bytes) -> IssueItem:
 
 def signed_where(where: str) -> float:
     return float(LEAVES_SIGNED.labels(where)._value.get())
-
-
-def test_a_batch_is_signed_in_the_child_with_every_refusal_reason(
-    service: CertificateAuthorityService,
-) -> None:
-    add_device(service, "a")
-    add_device(service, "b")
-    used = ec.generate_private_key(ec.SECP256R1())
-    first = service.issue(
-        device_id="b", csr_der=make_csr("b", used), policy_name="default",
-        requested_via="api", actor="test",
-    )  # fmt: skip
-    key = ec.generate_private_key(ec.SECP256R1())
-    before = signed_where("signing-process"), signed_where("server")
-    results = service.issue_batch(
-        [
-            item("a", make_csr("a", key)),
-            item("a", make_csr("a", key)),  # same key twice in one batch
-            item("b", make_csr("not-b")),
-            item("ghost", make_csr("ghost")),
-            item("b", b"\x30\x03garbage"),
-            item("b", make_csr("b", used)),  # certified for b before this batch
-            item("b", make_csr("b")),
-        ]
-    )
-    assert isinstance(results[0], IssuedLeaf)
-    assert isinstance(results[1], CsrRejected) and results[1].reason == "key-reused"
-    assert isinstance(results[2], CsrRejected) and results[2].reason == "cn-mismatch"
-    assert isinstance(results[3], NotFound)
-    assert isinstance(results[4], CsrRejected) and results[4].reason == "csr-malformed"
-    assert isinstance(results[5], CsrRejected) and results[5].reason == "key-reused"
-    assert isinstance(results[6], IssuedLeaf)
-    # six jobs went to the child (the unknown device never gets that far); none here
-    assert signed_where("signing-process") - before[0] == 6
-    assert signed_where("server") == before[1]
-    recorded = {c.serial_hex for c in service.store.list_certificates(limit=100)}
-    assert recorded == {first.serial_hex, results[0].serial_hex, results[6].serial_hex}
-    leaf = results[6]
-    assert leaf.chain_der[0] == leaf.certificate.public_bytes(Encoding.DER)
-    issuer = x509.load_der_x509_certificate(leaf.chain_der[1])
-    leaf.certificate.verify_directly_issued_by(issuer)
-    root = x509.load_der_x509_certificate(leaf.chain_der[2])
-    issuer.verify_directly_issued_by(root)
 
 
 def test_the_child_builds_the_same_leaf_as_the_server(
@@ -185,15 +119,9 @@ def test_a_batch_nobody_collects_does_not_confuse_the_next(
 
 
 def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url: str) -> None:
-    initialize(tmp_path, database_url=db_url)
-    rng = SystemRandom()
     processes = SigningProcesses(1)
-    store = Store.open(db_url)
+    service = new_service(tmp_path, db_url, processes)
     try:
-        service = CertificateAuthorityService(
-            store, clock=SystemClock(), rng=rng,
-            passphrase=DataDir(tmp_path).passphrase(rng), signer=processes,
-        )  # fmt: skip
         add_device(service, "d")
         assert processes.wait_ready()
         [old] = processes.pids()
@@ -212,7 +140,7 @@ def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url
         assert signed_where("signing-process") == before + 1
     finally:
         processes.close()
-        store.close()
+        service.store.close()
 
 
 def test_a_child_killed_while_signing_fails_the_batch_cleanly() -> None:

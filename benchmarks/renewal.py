@@ -57,7 +57,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from issuance import raw_loop  # benchmarks/ is the script's directory
 from procstat import tree_cpu_seconds
 
-from certhub.app import Server, ServerConfig, new_event_loop
+from certhub.app import Server, ServerConfig, freeze_startup_heap, new_event_loop
 from certhub.authority import CertificateAuthorityService, IssueItem
 from certhub.bootstrap import initialize
 from certhub.clock import SystemClock
@@ -273,6 +273,7 @@ def serve(data_dir: str, port: str, signing: str, database_url: str | None = Non
         )
         server = Server(config)
         await server.start()
+        freeze_startup_heap()  # as `certhub serve` does
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
         sys.stdout.write("READY\n")

@@ -406,6 +406,12 @@ class SigningProcesses:
         with self._lock:
             return sorted(w.process.pid for w in self._workers)
 
+    def ready(self) -> bool:
+        """Whether a child could take a batch now (started and alive)."""
+        with self._lock:
+            workers = list(self._workers)
+        return any(w.alive() and w.poll_ready() for w in workers)
+
     def wait_ready(self, timeout: float = 30.0) -> bool:
         """Start the children and wait until each has started (tests, benchmarks)."""
         self.start()

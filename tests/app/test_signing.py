@@ -127,6 +127,7 @@ def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url
         [old] = processes.pids()
         os.kill(old, signal.SIGKILL)
         _wait_gone(old)
+        assert not processes.ready()  # the renewal writer then signs after its commit
         before = signed_where("server")
         [leaf] = service.issue_batch([item("d", make_csr("d"))])
         assert isinstance(leaf, IssuedLeaf)  # signed in the server instead
@@ -166,10 +167,13 @@ def test_a_child_killed_while_signing_fails_the_batch_cleanly() -> None:
 
 def test_close_stops_the_children_and_later_batches_are_signed_by_the_caller() -> None:
     processes = SigningProcesses(2)
+    assert not processes.ready()  # nothing started yet
     assert processes.wait_ready()
+    assert processes.ready()
     pids = processes.pids()
     assert len(pids) == 2
     processes.close()
+    assert not processes.ready()
     for pid in pids:
         _wait_gone(pid)
     # closed: nobody to send to, so the caller signs itself

@@ -253,7 +253,7 @@ class RenewalWriter:
             _settle(job.future, AcceptResult(outcome, final))
         if turn.signing is not None:
             self._signing = turn.signing
-        elif new_ops:  # no signing processes: sign now, outside the transaction
+        elif new_ops:  # no signing process (ready): sign now, outside the transaction
             self._signing = _Generation([op.id for op in new_ops], self._begin_presign(new_ops))
         for act, result in zip(activations, turn.activated, strict=True):
             if isinstance(result, BaseException):
@@ -329,7 +329,8 @@ class RenewalWriter:
                 )
             signing = None
             new_ops = [o.operation for o in outcomes if isinstance(o, Accepted)]
-            if new_ops and self._authority.signer is not None:
+            signer = self._authority.signer
+            if new_ops and signer is not None and signer.ready():  # else: after the commit
                 started = self._begin_presign(new_ops, conn)
                 signing = _Generation([op.id for op in new_ops], started)
             finished = flow.issue(

@@ -5,8 +5,8 @@ much as signing ten leaves. Requests that arrive together share commits. Each tu
 the writer takes whatever is queued (up to ``max_batch``) and runs ONE transaction:
 
 1. delivery marks;
-2. accepts of the new requests (:func:`~certhub.renewal.flow.accept`); with signing
-   processes (:mod:`certhub.signing`) their leaves start signing there at once
+2. accepts of the new requests (:func:`~certhub.renewal.flow.accept`); when a signing
+   process (:mod:`certhub.signing`) is ready, their leaves start signing there at once
    (:func:`~certhub.renewal.presign.begin_presign`: reads in this transaction), while
    this thread goes on with
 3. issuance of the operations accepted in the *previous* turn, recording the leaves
@@ -15,8 +15,8 @@ the writer takes whatever is queued (up to ``max_batch``) and runs ONE transacti
    (:func:`~certhub.renewal.flow.issue`);
 4. first-use activations.
 
-Without signing processes the writer signs a turn's accepted operations right after
-its commit, outside any transaction (no lock held), and records them in the next one.
+Without a ready signing process the writer signs a turn's accepted operations right
+after its commit, outside any transaction (no lock held), and records them in the next.
 Either way the transaction re-checks a pre-signed leaf before recording it
 (:func:`~certhub.renewal.presign.still_valid`) and signs anything else itself.
 

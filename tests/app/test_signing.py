@@ -19,12 +19,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from test_authority_service import add_device, make_csr, new_service
 
 from certhub.authority import CertificateAuthorityService, IssueItem
 from certhub.clock import FixedClock
 from certhub.metrics import LEAVES_SIGNED
-from certhub.pki import Authority, IssuanceRequest, IssuedLeaf
+from certhub.pki import Authority, CsrRejected, IssuanceRequest, IssuedLeaf
 from certhub.signing import (
     SignBatch,
     SigningProcesses,
@@ -116,6 +117,32 @@ def test_a_batch_nobody_collects_does_not_confuse_the_next(
     assert not isinstance(mine, Exception)
     assert mine.item.device_id == "y"
     assert mine.leaf.certificate.subject.rfc4514_string() == "CN=y"
+
+
+def test_two_children_share_a_batch_by_device(tmp_path: Path, db_url: str) -> None:
+    """Split by device: a device's jobs stay in one child, in order, so a key it
+    brings twice is still refused the second time; results come back in job order."""
+    processes = SigningProcesses(2)
+    service = new_service(tmp_path, db_url, processes)
+    try:
+        devices = [f"s{i}" for i in range(6)]
+        for device in devices:
+            add_device(service, device)
+        assert processes.wait_ready()
+        key = ec.generate_private_key(ec.SECP256R1())
+        items = [item(d, make_csr(d)) for d in devices]
+        items.insert(3, item("s0", make_csr("s0", key)))
+        items.append(item("s0", make_csr("s0", key)))  # the same key again, last
+        before = signed_where("signing-process")
+        results = service.issue_batch(items)
+        assert signed_where("signing-process") - before == len(items)
+        assert isinstance(results[-1], CsrRejected) and results[-1].reason == "key-reused"
+        for entry, leaf in zip(items[:-1], results[:-1], strict=True):
+            assert isinstance(leaf, IssuedLeaf)
+            assert leaf.certificate.subject.rfc4514_string() == f"CN={entry.device_id}"
+    finally:
+        processes.close()
+        service.store.close()
 
 
 def test_a_dead_child_means_signing_here_then_a_new_child(tmp_path: Path, db_url: str) -> None:

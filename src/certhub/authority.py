@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from sqlalchemy.engine import Connection
 
 from certhub.clock import Clock
@@ -157,7 +157,7 @@ class CertificateAuthorityService:
         self._crl_base_url = crl_base_url
         self.authority = Authority(clock, rng)
         self._keys: dict[int, CaKeyPair] = {}
-        self._materials: dict[tuple[int, bytes], IssuerMaterial] = {}
+        self._materials: dict[int, IssuerMaterial] = {}
         self._issuers: dict[str, tuple[float, PolicyIssuer]] = {}
         self._lock = threading.Lock()
 
@@ -426,7 +426,10 @@ class CertificateAuthorityService:
         prepared = [self._prepare(item, revocation_ids, seen) for item in items]
         if key_history:
             seen |= self.store.seen_public_keys(_key_pairs(prepared), conn=conn)
-        here = functools.partial(self._sign_here, prepared, seen)
+
+        def here() -> list[SignedItem | Exception]:
+            return _signed_items(prepared, self._sign_here(prepared, seen))
+
         if self.signer is not None and any(isinstance(e, _Prepared) for e in prepared):
             try:
                 return self._sign_elsewhere(self.signer, prepared, seen, here)
@@ -436,21 +439,21 @@ class CertificateAuthorityService:
 
     def _sign_here(
         self, prepared: Sequence[_Prepared | Exception], seen: set[tuple[str, str]]
-    ) -> list[SignedItem | Exception]:
-        results: list[SignedItem | Exception] = []
+    ) -> list[IssuedLeaf | PkiError]:
+        """Each prepared entry's leaf or refusal, signed in this process."""
+        leaves: list[IssuedLeaf | PkiError] = []
         for entry in prepared:
             if isinstance(entry, Exception):
-                results.append(entry)
                 continue
             LEAVES_SIGNED.labels("server").inc()
             try:
                 leaf = self.authority.sign(entry.request, context=entry.context)
             except (CsrRejected, IssuanceError, PolicyError) as exc:
-                results.append(exc)
+                leaves.append(exc)
                 continue
             seen.add((entry.item.device_id, leaf.public_key_sha256))
-            results.append(SignedItem(entry.item, leaf, entry.issuer, entry.request.revocation_id))
-        return results
+            leaves.append(leaf)
+        return leaves
 
     def _sign_elsewhere(
         self,
@@ -494,11 +497,12 @@ class CertificateAuthorityService:
         return PendingSignatures(pending, functools.partial(_signed_items, prepared), here)
 
     def _material(self, issuer: PolicyIssuer) -> IssuerMaterial:
-        cache_key = (issuer.ca_record.id, issuer.root.fingerprint(hashes.SHA256()))
+        # an issuing CA's certificate, key and root never change: one entry per CA
         with self._lock:
-            material = self._materials.get(cache_key)
+            material = self._materials.get(issuer.ca_record.id)
             if material is None:
-                material = self._materials[cache_key] = issuer_material(issuer.ca, issuer.root)
+                material = issuer_material(issuer.ca, issuer.root)
+                self._materials[issuer.ca_record.id] = material
             return material
 
     def record_batch(
@@ -630,10 +634,6 @@ class PendingSignatures:
         """Results that are already there."""
         return cls(None, lambda _: results, lambda: results)
 
-    def done(self) -> bool:
-        """Whether :meth:`result` would return without waiting for a signing process."""
-        return self._pending is None or self._pending.done()
-
     def result(self) -> list[SignedItem | Exception]:
         """The batch's results, as :meth:`CertificateAuthorityService.sign_batch`'s."""
         if self._pending is None:
@@ -643,14 +643,15 @@ class PendingSignatures:
         except SigningUnavailable as exc:
             log.warning("signing in the server process: %s", exc)
             return self._fallback()
+        LEAVES_SIGNED.labels("signing-process").inc(len(leaves))
         return self._finish(leaves)
 
 
 def _signed_items(
     prepared: Sequence[_Prepared | Exception], leaves: list[IssuedLeaf | PkiError]
 ) -> list[SignedItem | Exception]:
-    """Each prepared entry's outcome, the leaves of the signing processes in order."""
-    LEAVES_SIGNED.labels("signing-process").inc(len(leaves))
+    """Each prepared entry's outcome: its exception, or the next of ``leaves`` (one per
+    entry that was signed, in order) as a :class:`SignedItem` or a refusal."""
     signed = iter(leaves)
     results: list[SignedItem | Exception] = []
     for entry in prepared:

@@ -26,6 +26,7 @@ socket. A child that dies is replaced on the next batch; the batch it held fails
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import pickle
@@ -301,31 +302,24 @@ class _Worker:
             self.sent += 1
             return self.sent - 1
 
-    def answered(self, seq: int) -> bool:
-        with self.lock:
-            self._drain(block=False)
-            return seq in self.answers
-
     def answer(self, seq: int) -> bytes:
         with self.lock:
             while seq not in self.answers:
                 if seq < self.received:  # dropped as unclaimed: cannot happen to a waiter
                     raise SigningUnavailable(f"the answer to batch {seq} was dropped")
-                self._drain(block=True)
+                self._read_one()
             return self.answers.pop(seq)
 
-    def _drain(self, *, block: bool) -> None:
-        """Read the answers waiting in the pipe; with ``block``, at least one."""
+    def _read_one(self) -> None:
+        """Wait for the next answer and keep it."""
         try:
-            while block or self.conn.poll(0):
-                self.answers[self.received] = self.conn.recv_bytes()
-                self.received += 1
-                block = False
-                if len(self.answers) > _UNCLAIMED:  # a caller gave up on its batch
-                    del self.answers[min(self.answers)]
+            self.answers[self.received] = self.conn.recv_bytes()
         except (EOFError, OSError) as exc:
             self.dead = True
             raise SigningUnavailable(f"signing process {self.process.pid} is gone") from exc
+        self.received += 1
+        if len(self.answers) > _UNCLAIMED:  # a caller gave up on its batch
+            del self.answers[min(self.answers)]
 
     def alive(self) -> bool:
         return not self.dead and self.process.poll() is None
@@ -352,13 +346,6 @@ class PendingLeaves:
     ) -> None:
         self._parts = parts
         self._jobs = jobs
-
-    def done(self) -> bool:
-        """Whether :meth:`result` would return without waiting."""
-        try:
-            return all(worker.answered(seq) for worker, seq, _ in self._parts)
-        except SigningUnavailable:
-            return True  # result() raises at once
 
     def result(self) -> list[IssuedLeaf | PkiError]:
         """Each job's leaf (its chain: leaf, issuing CA, root) or its refusal, in job
@@ -477,11 +464,7 @@ def _split(batch: SignBatch, ways: int) -> list[SignBatch]:
     chunks: list[list[SignJob]] = [[] for _ in range(ways)]
     for jobs in sorted(groups.values(), key=len, reverse=True):
         min(chunks, key=len).extend(jobs)
-    return [
-        SignBatch(batch.now, batch.validators, batch.issuers, batch.seen, tuple(c))
-        for c in chunks
-        if c
-    ]
+    return [dataclasses.replace(batch, jobs=tuple(c)) for c in chunks if c]
 
 
 def _outcome(result: IssuedLeaf | Refusal) -> IssuedLeaf | PkiError:

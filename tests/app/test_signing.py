@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from test_authority_service import add_device, make_csr, new_service
+from test_issuance_batch import item, signed_where
 
-from certhub.authority import CertificateAuthorityService, IssueItem
+from certhub.authority import CertificateAuthorityService
 from certhub.clock import FixedClock
-from certhub.metrics import LEAVES_SIGNED
 from certhub.pki import Authority, CsrRejected, IssuanceRequest, IssuedLeaf
 from certhub.signing import (
     SignBatch,
@@ -43,16 +43,6 @@ def service(
     service = new_service(tmp_path, db_url, signer)
     yield service
     service.store.close()
-
-
-def item(device: str, csr: bytes) -> IssueItem:
-    return IssueItem(
-        device_id=device, csr_der=csr, policy_name="default", requested_via="api", actor="test"
-    )
-
-
-def signed_where(where: str) -> float:
-    return float(LEAVES_SIGNED.labels(where)._value.get())
 
 
 def test_the_child_builds_the_same_leaf_as_the_server(

@@ -53,10 +53,6 @@ class Presigning:
     def __init__(self, pending: PendingSignatures | None) -> None:
         self._pending = pending
 
-    def done(self) -> bool:
-        """Whether :meth:`result` would return without waiting for a signing process."""
-        return self._pending is None or self._pending.done()
-
     def result(self) -> dict[int, SignedItem]:
         """The leaves signed, by operation id (refused ones are left to the transaction)."""
         if self._pending is None:

@@ -449,9 +449,10 @@ def main() -> None:
             devices = loop.run_until_complete(connect_all(fixture, server.port, 30))
             loop.run_until_complete(closed_loop(devices, 1.0))  # warm up
             raws = [raw_rates(args.raw_count) for _ in range(2)]
-            cpu = server.cpu_seconds()
+            cpu, own = server.cpu_seconds(), time.process_time()
             peak, peak_lat = loop.run_until_complete(closed_loop(devices, args.seconds))
             cpu_each = (server.cpu_seconds() - cpu) / max(1, len(peak_lat))
+            load_each = (time.process_time() - own) / max(1, len(peak_lat))
             open_rate = args.open_rate or peak / 2
             half = loop.run_until_complete(open_loop(devices, open_rate, args.seconds))
             raws.append(raw_rates(args.raw_count))
@@ -470,6 +471,7 @@ def main() -> None:
         "peak_per_s": round(peak),
         "ratio": round(peak / raw, 3),
         "server_cpu_ms_per_renewal": round(cpu_each * 1000, 2),
+        "load_generator_cpu_ms_per_renewal": round(load_each * 1000, 2),
         "peak_p50_ms": round(pct(peak_lat, 0.5), 1),
         "peak_p99_ms": round(pct(peak_lat, 0.99), 1),
         "half_rate_per_s": round(open_rate),
@@ -489,6 +491,7 @@ def main() -> None:
           f"ratio {peak / raw:.2f} (target >= 0.40; bare loop {peak / bare:.2f})")  # fmt: skip
     print(f"  server CPU per renewal               {cpu_each * 1000:>8.2f} ms "
           f"(with its {args.signing_processes} signing processes)")  # fmt: skip
+    print(f"  load generator CPU per renewal       {load_each * 1000:>8.2f} ms")
     print(
         f"  latency at peak      p50 {results['peak_p50_ms']:>7} ms  "
         f"p99 {results['peak_p99_ms']:>7} ms"

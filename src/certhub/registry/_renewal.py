@@ -21,11 +21,13 @@ is announced once per change into ``overdue`` or ``expired``.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from certhub.registry._audit import audit_params
@@ -389,21 +391,44 @@ class RenewalMixin(StoreBase):
     # -- credential operations -------------------------------------------------------------
 
     def relevant_operations(
-        self, device_ids: Iterable[str], rids: Iterable[str], conn: Connection | None = None
+        self, requests: Iterable[tuple[str, str]], conn: Connection | None = None
     ) -> list[OperationRecord]:
-        """The devices' operations that a new request must look at (one query): those
-        whose rid is among ``rids`` (any state) and the pending ones (expired or not: the
-        caller checks the time)."""
-        ids, rid_set = sorted(set(device_ids)), sorted(set(rids))
-        if not ids:
+        """The operations that new ``(device_id, rid)`` requests must look at: those of
+        the same device and rid (any state) and the devices' pending ones (expired or
+        not: the caller checks the time). Two queries; ordered by id."""
+        pairs = sorted(set(requests))
+        if not pairs:
             return []
-        stmt = (
-            sa.select(_O)
-            .where(_O.c.device_id.in_(ids), sa.or_(_O.c.rid.in_(rid_set), _O.c.state == "pending"))
-            .order_by(_O.c.id)
+        wanted, device, rid = self._pair_list(pairs)
+        # One probe of the (device_id, rid) unique index per pair. With two IN lists
+        # SQLite probed every combination (65,536 probes, 13 ms, for 256 requests); a
+        # row-value IN scanned the table; a VALUES list is compiled anew each time.
+        same = sa.select(_O).select_from(
+            wanted.join(_O, sa.and_(_O.c.device_id == device, _O.c.rid == rid))
         )
+        ids = sorted({d for d, _ in pairs})
+        pending = sa.select(_O).where(_O.c.state == "pending", _O.c.device_id.in_(ids))
+        found: dict[int, OperationRecord] = {}
         with self._read(conn) as c:
-            return [OperationRecord(**row._mapping) for row in c.execute(stmt)]
+            for stmt in (same, pending):
+                for row in c.execute(stmt):
+                    found[row.id] = OperationRecord(**row._mapping)
+        return [found[i] for i in sorted(found)]
+
+    def _pair_list(self, pairs: Sequence[tuple[str, str]]) -> tuple[Any, Any, Any]:
+        """A table of ``(d, r)`` string pairs from one JSON parameter, and its columns:
+        one statement (compiled once) for any number of pairs."""
+        doc = sa.bindparam("pairs", json.dumps([{"d": d, "r": r} for d, r in pairs]))
+        if self.dialect_name == "postgresql":
+            table = (
+                sa.func.jsonb_to_recordset(sa.cast(doc, JSONB))
+                .table_valued(sa.column("d", sa.String()), sa.column("r", sa.String()))
+                .render_derived(name="wanted", with_types=True)
+            )
+            return table, table.c.d, table.c.r
+        table = sa.func.json_each(doc).table_valued("value").alias("wanted")
+        extract = sa.func.json_extract
+        return table, extract(table.c.value, "$.d"), extract(table.c.value, "$.r")
 
     def insert_operations(
         self, operations: Sequence[NewOperation], conn: Connection | None = None
@@ -508,13 +533,20 @@ class RenewalMixin(StoreBase):
         ids = sorted(set(operation_ids))
         if not ids:
             return 0
+        # One primary-key probe per id (executemany). With ``id IN (...)`` SQLite chose
+        # the (state, expires_at) index for the state condition and walked every
+        # finished operation ever stored, on every renewal turn.
         stmt = (
             sa.update(_O)
-            .where(_O.c.id.in_(ids), _O.c.state.in_(_FINISHED), _O.c.delivered.is_(False))
-            .values(delivered=True, updated_at=now)
+            .where(
+                _O.c.id == sa.bindparam("b_id"),
+                sa.or_(*(_O.c.state == state for state in _FINISHED)),  # no IN in executemany
+                _O.c.delivered.is_(False),
+            )
+            .values(delivered=True, updated_at=sa.bindparam("b_at", type_=UTCDateTime()))
         )
         with self._write(conn, "operation", "*") as c:
-            return int(c.execute(stmt).rowcount)
+            return int(c.execute(stmt, [{"b_id": i, "b_at": now} for i in ids]).rowcount)
 
     def undelivered_operations(
         self, device_id: str, now: dt.datetime, conn: Connection | None = None

@@ -154,7 +154,7 @@ def accept(
     """Decide a batch of requests in order and store the accepted ones (pending)."""
     ids = {s.device_id for s in submissions}
     policies = store.device_policies(ids, conn=conn)
-    known = store.relevant_operations(ids, {s.rid for s in submissions}, conn=conn)
+    known = store.relevant_operations([(s.device_id, s.rid) for s in submissions], conn=conn)
     batch = _Batch(
         by_rid={(o.device_id, o.rid): o for o in known},
         active={o.device_id: o for o in known if is_active(o, now)},

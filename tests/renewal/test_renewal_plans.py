@@ -1,0 +1,97 @@
+"""The renewal writer's statements stay cheap as the tables grow (SQLite query plans).
+
+Every statement the writer runs for a turn of many devices is captured and explained:
+none may scan a stored table, and none may reach ``credential_operations`` through the
+``(state, expires_at)`` index except for ``pending`` rows (the operations in flight).
+Finished operations are never deleted, so a statement that walks them gets slower with
+every renewal the fleet ever made: ``mark_operations_delivered`` did, on every turn,
+once its ``id IN (...)`` list was long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from renewal_support import Harness, World, open_world, request_body
+
+STATE_INDEX = "ix_credential_operations_state_expires_at"
+TABLES = ("credential_operations", "certificates", "devices", "twins", "renewal_status")
+
+
+@pytest.fixture
+def sqlite_world(tmp_path: Path) -> Iterator[World]:
+    world = open_world(tmp_path, f"sqlite:///{tmp_path / 'certhub.db'}")
+    try:
+        yield world
+    finally:
+        world.store.close()
+
+
+def renew_all(harness: Harness, devices: list[str], tag: str) -> None:
+    """One request per device, all queued at once (one or two writer turns)."""
+    harness.publisher.subscribed.update(devices)
+
+    async def requests() -> None:
+        await asyncio.gather(
+            *(
+                harness.service.handle_request(d, f"{tag}-{d}", request_body(d), "issueCertificate")
+                for d in devices
+            )
+        )
+
+    harness.call(requests())
+    harness.sync()
+    harness.sync()  # the delivery marks of the last turn
+    for message in harness.publisher.messages:
+        assert message.status in (200, 202), message
+    harness.publisher.messages.clear()
+
+
+def plans(world: World, statements: list[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
+    """``(sql, parameters, plan)`` of each statement that reads rows."""
+    explained = []
+    with world.store.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        for sql, params in statements:
+            if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+                continue
+            rows = driver.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            explained.append((sql, params, " | ".join(str(r[3]) for r in rows)))
+    return explained
+
+
+def test_a_turn_of_many_devices_reads_by_key(sqlite_world: World) -> None:
+    devices = [sqlite_world.add_device() for _ in range(40)]
+    for device in devices:
+        sqlite_world.issue(device)
+    harness = Harness(sqlite_world)
+    try:
+        renew_all(harness, devices, "first")  # finished operations to walk past
+        statements: list[tuple[str, Any]] = []
+
+        def capture(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+            statements.append((sql, params[0] if many else params))
+
+        engine = sqlite_world.store.engine
+        sa.event.listen(engine, "before_cursor_execute", capture)
+        try:
+            renew_all(harness, devices, "second")
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", capture)
+    finally:
+        harness.close()
+
+    explained = plans(sqlite_world, statements)
+    assert any("SET delivered" in sql for sql, _, _ in explained)  # the turn was captured
+    assert len(explained) >= 10
+    for sql, params, plan in explained:
+        for table in TABLES:
+            assert f"SCAN {table}" not in plan, (sql, plan)
+        if STATE_INDEX in plan:  # only the operations in flight
+            assert "pending" in params or "'pending'" in sql, (sql, params, plan)

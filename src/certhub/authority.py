@@ -511,13 +511,17 @@ class CertificateAuthorityService:
         """Record the leaves :meth:`sign_batch` returned (read in this same ``conn``'s
         transaction, so the key-reuse check still holds), with their audit events."""
         results: list[IssuedLeaf | Exception] = []
+        rows: list[tuple[NewCertificate, AuditEvent]] = []
         for entry in signed:
             if isinstance(entry, Exception):
                 results.append(entry)
                 continue
-            self._record(entry.item, entry.leaf, entry.issuer, entry.revocation_id, conn)
+            rows.append(self._rows(entry.item, entry.leaf, entry.issuer, entry.revocation_id))
             results.append(entry.leaf)
-            CERTIFICATES_ISSUED.labels(entry.item.requested_via).inc()
+        self.store.record_issuances(rows, conn=conn)
+        for entry in signed:
+            if not isinstance(entry, Exception):
+                CERTIFICATES_ISSUED.labels(entry.item.requested_via).inc()
         return results
 
     def _prepare(
@@ -543,14 +547,10 @@ class CertificateAuthorityService:
         )
         return _Prepared(item, issuer, request, self.authority.context(request))
 
-    def _record(
-        self,
-        item: IssueItem,
-        leaf: IssuedLeaf,
-        issuer: PolicyIssuer,
-        revocation_id: bytes,
-        conn: Connection,
-    ) -> None:
+    def _rows(
+        self, item: IssueItem, leaf: IssuedLeaf, issuer: PolicyIssuer, revocation_id: bytes
+    ) -> tuple[NewCertificate, AuditEvent]:
+        """The certificate row and audit event recording ``leaf``."""
         now = self.clock.now()
         record = NewCertificate(
             serial_hex=leaf.serial_hex,
@@ -582,7 +582,7 @@ class CertificateAuthorityService:
                 "notAfter": leaf.not_after.isoformat(),
             },
         )
-        self.store.record_issuance(record, audit, conn=conn)
+        return record, audit
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -100,6 +100,36 @@ def test_record_issuance_values_match_core_types(
     assert store.list_certificates(expiring_before=fast.not_after) == []
 
 
+def test_record_issuances_writes_a_batch_in_the_transaction(
+    store: Store, new_cert: Cert, audit_event: Event
+) -> None:
+    batch = [new_cert(i, device_id=f"dev-{i}") for i in range(11, 14)]
+    with store.transaction() as conn:
+        store.record_issuances([(c, audit_event(c.device_id)) for c in batch], conn=conn)
+    for cert in batch:
+        stored = store.get_certificate(cert.serial_hex)
+        assert stored is not None and stored.device_id == cert.device_id
+        assert (stored.not_after, stored.cert_der) == (cert.not_after, cert.cert_der)
+        [entry] = store.list_audit(subject_id=cert.device_id)
+        assert entry.action == "certificate.issued"
+    with store.transaction() as conn:
+        store.record_issuances([], conn=conn)  # nothing to do
+
+
+def test_record_issuances_fails_whole(store: Store, new_cert: Cert, audit_event: Event) -> None:
+    """A taken serial fails the batch: AlreadyExists, and none of its rows remain."""
+    taken = new_cert(21, device_id="dev-21")
+    store.record_issuance(taken, audit_event("dev-21"))
+    fresh = new_cert(22, device_id="dev-22")
+    before = (_count(store, certificates), _count(store, audit_log))
+    with pytest.raises(AlreadyExists) as info, store.transaction() as conn:
+        pairs = [(fresh, audit_event("dev-22")), (taken, audit_event("dev-21"))]
+        store.record_issuances(pairs, conn=conn)
+    assert info.value.kind == "certificate"
+    assert (_count(store, certificates), _count(store, audit_log)) == before
+    assert store.get_certificate(fresh.serial_hex) is None
+
+
 def test_record_issuance_joins_a_transaction(
     store: Store, ns: Any, new_cert: Cert, audit_event: Event, now: dt.datetime
 ) -> None:

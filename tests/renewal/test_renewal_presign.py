@@ -13,7 +13,7 @@ from certhub.authority import SignedItem
 from certhub.registry.records import OperationRecord
 from certhub.renewal.flow import Accepted, Finished, Submission, accept, issue
 from certhub.renewal.placer import WindowPlacer
-from certhub.renewal.presign import presign
+from certhub.renewal.presign import begin_presign, presign
 from certhub.renewal.window import WindowPolicy
 
 
@@ -29,6 +29,7 @@ def _pending(world: World, device_id: str, csr: bytes) -> OperationRecord:
             conn=conn,
         )
     assert isinstance(outcome, Accepted)
+    assert outcome.policy_name == "default"  # the policy it was accepted under
     return outcome.operation
 
 
@@ -126,3 +127,14 @@ def test_nothing_is_presigned_for_a_device_without_a_policy(world: World) -> Non
     device = world.add_device(policy=None)
     op = dataclasses.replace(_pending(world, world.add_device(), csr_der(device)), device_id=device)
     assert presign(world.store, world.authority, [op]) == {}
+
+
+def test_begin_presign_takes_the_policies_the_caller_read(world: World) -> None:
+    """The writer passes the policies its accept read in the same transaction."""
+    device = world.add_device()
+    op = _pending(world, device, csr_der(device))
+    none = begin_presign(world.store, world.authority, [op], policies={device: None})
+    assert none.result() == {}
+    signed = begin_presign(world.store, world.authority, [op], policies={device: "default"})
+    (entry,) = signed.result().values()
+    assert (entry.item.operation_id, entry.item.policy_name) == (op.id, "default")

@@ -139,6 +139,32 @@ class IssuanceWriter:
         finally:
             raw.close()
 
+    def write_many(
+        self, entries: Sequence[tuple[NewCertificate, AuditEvent]], conn: Connection
+    ) -> None:
+        """Insert many certificate rows and their audit rows in ``conn``'s transaction
+        (two ``executemany``); any failure fails them all, as the transaction will."""
+        if not entries:
+            return
+        if not conn.in_transaction():
+            conn.begin()
+        pairs = [self.params(cert, audit) for cert, audit in entries]
+        driver = conn.connection.driver_connection
+        batch = nullcontext() if self._sqlite else driver.pipeline()  # type: ignore[union-attr]
+        cursor = driver.cursor()  # type: ignore[union-attr]
+        first = entries[0][0].serial_hex if len(entries) == 1 else "*"
+        try:
+            with batch:
+                cursor.executemany(self.cert_sql, [cert_row for cert_row, _ in pairs])
+                cursor.executemany(self.audit_sql, [audit_row for _, audit_row in pairs])
+        except self._dialect.loaded_dbapi.IntegrityError as exc:
+            kind = "audit" if "audit_log" in _failed_table(exc) else "certificate"
+            raise translate_dbapi_integrity_error(exc, kind, first) from exc
+        except self._dialect.loaded_dbapi.Error as exc:
+            raise self._wrap(exc, self.cert_sql, pairs[0][0]) from exc
+        finally:
+            cursor.close()
+
     def _execute(self, driver: Any, cert: NewCertificate, rows: tuple[Any, ...]) -> None:
         # PostgreSQL: both INSERTs (and the implicit BEGIN) go out in one round trip.
         batch = nullcontext() if self._sqlite else driver.pipeline()

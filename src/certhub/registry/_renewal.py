@@ -418,7 +418,8 @@ class RenewalMixin(StoreBase):
     def _pair_list(self, pairs: Sequence[tuple[str, str]]) -> tuple[Any, Any, Any]:
         """A table of ``(d, r)`` string pairs from one JSON parameter, and its columns:
         one statement (compiled once) for any number of pairs."""
-        doc = sa.bindparam("pairs", json.dumps([{"d": d, "r": r} for d, r in pairs]))
+        text = json.dumps([{"d": d, "r": r} for d, r in pairs])
+        doc = sa.bindparam("pairs", text, type_=sa.String())
         if self.dialect_name == "postgresql":
             table = (
                 sa.func.jsonb_to_recordset(sa.cast(doc, JSONB))

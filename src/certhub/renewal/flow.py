@@ -75,9 +75,11 @@ class Submission:
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A new pending operation (answer 202, then issue it)."""
+    """A new pending operation (answer 202, then issue it), with the device's credential
+    policy when it was accepted (what its leaf will be signed under)."""
 
     operation: OperationRecord
+    policy_name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,7 +180,21 @@ def accept(
     records = store.insert_operations(batch.new, conn=conn)
     for index in batch.replaced_new:
         store.replace_operation(records[index].id, now, conn=conn)
-    return [d if not isinstance(d, tuple) else d[0](records[d[1]]) for d in decided]
+    return [
+        d if not isinstance(d, tuple) else _outcome(d[0], records[d[1]], policies) for d in decided
+    ]
+
+
+def _outcome(
+    kind: type[Accepted] | type[Replayed],
+    op: OperationRecord,
+    policies: Mapping[str, str | None],
+) -> Accepted | Replayed:
+    if kind is Replayed:
+        return Replayed(op)
+    policy_name = policies[op.device_id]
+    assert policy_name is not None  # a device without a policy is refused
+    return Accepted(op, policy_name)
 
 
 def _status_lookup(store: Store, device_id: str, conn: Connection) -> StatusLookup:

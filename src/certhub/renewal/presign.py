@@ -17,7 +17,7 @@ not recorded is dropped: it was never stored nor sent.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy.engine import Connection
 
@@ -70,13 +70,16 @@ def begin_presign(
     ops: Sequence[OperationRecord],
     *,
     conn: Connection | None = None,
+    policies: Mapping[str, str | None] | None = None,
 ) -> Presigning:
     """Start signing the operations that can be signed now (reads only, in ``conn``'s
     transaction when given); with signing processes the signing runs there while the
-    caller goes on."""
+    caller goes on. ``policies`` (device id -> credential policy), when the caller read
+    them in the same transaction, saves reading them again."""
     if not ops:
         return Presigning(None)
-    policies = store.device_policies({op.device_id for op in ops}, conn=conn)
+    if policies is None:
+        policies = store.device_policies({op.device_id for op in ops}, conn=conn)
     items = [issue_item(op, name) for op in ops if (name := policies.get(op.device_id))]
     if not items:
         return Presigning(None)

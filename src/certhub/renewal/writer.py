@@ -45,7 +45,7 @@ from certhub.authority import CertificateAuthorityService, SignedItem
 from certhub.clock import Clock
 from certhub.registry import Store
 from certhub.registry.errors import AlreadyExists, StoreError
-from certhub.registry.records import CertificateRecord, OperationRecord
+from certhub.registry.records import CertificateRecord
 from certhub.renewal import flow
 from certhub.renewal.config import RenewalConfig
 from certhub.renewal.flow import Accepted, Admit, Finished, Outcome, Submission
@@ -244,17 +244,18 @@ class RenewalWriter:
                 _settle(future, error=exc)
             return {}
         self._settle_finished(turn.finished, [(i, carry.pop(i)) for i in ready_ids], issues)
-        new_ops: list[OperationRecord] = []
+        accepted: list[Accepted] = []
         for job, outcome in zip(accepts, turn.outcomes, strict=True):
             final: Future[Finished] | None = None
             if isinstance(outcome, Accepted):
                 final = carry[outcome.operation.id] = Future()
-                new_ops.append(outcome.operation)
+                accepted.append(outcome)
             _settle(job.future, AcceptResult(outcome, final))
         if turn.signing is not None:
             self._signing = turn.signing
-        elif new_ops:  # no signing process (ready): sign now, outside the transaction
-            self._signing = _Generation([op.id for op in new_ops], self._begin_presign(new_ops))
+        elif accepted:  # no signing process (ready): sign now, outside the transaction
+            ids = [a.operation.id for a in accepted]
+            self._signing = _Generation(ids, self._begin_presign(accepted))
         for act, result in zip(activations, turn.activated, strict=True):
             if isinstance(result, BaseException):
                 _settle(act.future, error=result)
@@ -279,10 +280,12 @@ class RenewalWriter:
             _settle(job.future, by_id.get(job.operation_id))
 
     def _begin_presign(
-        self, ops: list[OperationRecord], conn: Connection | None = None
+        self, accepted: list[Accepted], conn: Connection | None = None
     ) -> Presigning:
+        ops = [a.operation for a in accepted]
+        policies = {a.operation.device_id: a.policy_name for a in accepted}
         try:
-            return begin_presign(self._store, self._authority, ops, conn=conn)
+            return begin_presign(self._store, self._authority, ops, conn=conn, policies=policies)
         except Exception:  # only an optimisation: the transaction signs what is left
             log.exception("signing before the renewal transaction failed")
             return Presigning(None)
@@ -328,11 +331,11 @@ class RenewalWriter:
                     conn=conn,
                 )
             signing = None
-            new_ops = [o.operation for o in outcomes if isinstance(o, Accepted)]
+            accepted = [o for o in outcomes if isinstance(o, Accepted)]
             signer = self._authority.signer
-            if new_ops and signer is not None and signer.ready():  # else: after the commit
-                started = self._begin_presign(new_ops, conn)
-                signing = _Generation([op.id for op in new_ops], started)
+            if accepted and signer is not None and signer.ready():  # else: after the commit
+                started = self._begin_presign(accepted, conn)
+                signing = _Generation([a.operation.id for a in accepted], started)
             finished = flow.issue(
                 store,
                 self._authority,

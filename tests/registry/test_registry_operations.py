@@ -71,6 +71,28 @@ def test_replace_and_expire(store: Store) -> None:
     assert store.get_operation(new.id).state == "pending"  # type: ignore[union-attr]
 
 
+def test_purge_deletes_only_operations_over_before_the_cutoff(store: Store) -> None:
+    old = NOW - dt.timedelta(days=8)
+    done = store.create_operation(_op("done", expires_at=old))
+    store.finish_operation(done.id, "failed", LATER, response_status=400, response_body={})
+    replaced = store.create_operation(_op("replaced", device_id="dev-2", expires_at=old))
+    store.replace_pending_operations("dev-2", LATER)
+    expired = store.create_operation(_op("expired", device_id="dev-3", expires_at=old))
+    store.expire_operations(NOW)
+    pending = store.create_operation(_op("pending", device_id="dev-4", expires_at=old))
+    recent = store.create_operation(_op("recent", device_id="dev-5"))
+    store.finish_operation(recent.id, "failed", LATER, response_status=400, response_body={})
+    before = NOW - dt.timedelta(days=7)
+    assert store.purge_operations(before, limit=2) == 2  # one short transaction each
+    assert store.purge_operations(before, limit=2) == 1
+    assert store.purge_operations(before) == 0
+    left = {o.id for o in store.list_operations()}
+    assert left == {pending.id, recent.id}  # never a pending one; recent ones stay
+    assert not left & {done.id, replaced.id, expired.id}
+    with pytest.raises(ValueError):
+        store.purge_operations(dt.datetime(2025, 1, 1))  # naive
+
+
 @pytest.mark.parametrize(
     ("action", "expected"),
     [

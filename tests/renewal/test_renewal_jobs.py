@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from prometheus_client import REGISTRY
-from renewal_support import START, Harness, World, csr_der, request_body
+from renewal_support import START, Harness, World, csr_der, pending_operation, request_body
 
 from certhub.rand import SeededRandom
 from certhub.registry._renewal import NewRenewalWindow
@@ -290,5 +290,33 @@ def test_a_fleet_issued_in_one_minute_gets_windows_within_the_admission_rate(
         assert expected_rate_peak(placed) <= rate
         assert expected_rate_peak(hashed) > rate
         assert h.call(h.service.run_rebalance()) == 0  # nothing to move
+    finally:
+        h.close()
+
+
+def test_operations_are_deleted_after_their_retention(fresh_world: World) -> None:
+    """Finished operations stay for ``operation_retention`` after they expire (their
+    ``$rid`` answered again), then the detection run deletes them; pending ones stay."""
+    world = fresh_world
+    retention = dt.timedelta(hours=1)
+    h = Harness(world, config(alert_webhook_url=None, operation_retention=retention))
+    try:
+        done, waiting = world.add_device(), world.add_device()
+        [_, first] = h.request(done, request_body(done), rid="old")
+        assert first.status == 200
+        world.clock.advance(dt.timedelta(minutes=30))
+        kept = pending_operation(world, waiting, "in-flight")  # expires, never finished
+        world.clock.advance(h.service.config.operation_ttl + retention - dt.timedelta(minutes=30))
+        report = h.call(h.service.run_detection())
+        assert (report.operations_expired, report.operations_purged) == (1, 0)
+        *_, again = h.request(done, request_body(done), rid="old")  # still kept: replayed
+        assert (again.status, again.body) == (200, first.body)
+        world.clock.advance(dt.timedelta(minutes=31))
+        report = h.call(h.service.run_detection())
+        assert report.operations_purged == 2  # "old" and the expired "in-flight"
+        assert world.store.get_operation(kept) is None
+        fresh = h.request(done, request_body(done), rid="old")  # a new request now
+        assert [m.status for m in fresh] == [202, 200]
+        assert fresh[1].body["correlationId"] != first.body["correlationId"]
     finally:
         h.close()

@@ -16,6 +16,7 @@ from sqlalchemy.engine import Connection
 from certhub.registry._base import StoreBase, record
 from certhub.registry.errors import Conflict, NotFound
 from certhub.registry.records import (
+    OPERATION_STATES,
     NewOperation,
     OperationRecord,
     OperationState,
@@ -132,6 +133,26 @@ class OperationMixin(StoreBase):
         """Mark pending operations past ``expires_at`` expired; returns how many."""
         where = sa.and_(_T.c.state == "pending", _T.c.expires_at <= now)
         return self._bulk(where, {"state": "expired", "updated_at": now}, conn)
+
+    def purge_operations(
+        self, expired_before: dt.datetime, *, limit: int = 1000, conn: Connection | None = None
+    ) -> int:
+        """Delete up to ``limit`` operations that are over (finished, replaced or
+        expired) and whose ``expires_at`` is before ``expired_before``; returns how many.
+
+        Their responses can no longer be delivered nor replayed. Call again while it
+        returns ``limit``: each call is one short transaction.
+        """
+        check_aware("expired_before", expired_before)
+        over = [state for state in OPERATION_STATES if state != "pending"]
+        doomed = (
+            sa.select(_T.c.id)
+            .where(_T.c.state.in_(over), _T.c.expires_at < expired_before)
+            .limit(limit)
+            .scalar_subquery()
+        )
+        with self._write(conn, "operation", "*") as c:
+            return int(c.execute(sa.delete(_T).where(_T.c.id.in_(doomed))).rowcount)
 
     def _transition(
         self,

@@ -59,6 +59,7 @@ _CONFIG_SETTINGS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "admission_rate": ("admission_rate", _rate),
     "admission_burst": ("admission_burst", _positive),
     "operation_ttl_seconds": ("operation_ttl", _seconds),
+    "operation_retention_seconds": ("operation_retention", _seconds),
     "detection_interval_seconds": ("detection_interval", _positive),
     "rebalance_interval_seconds": ("rebalance_interval", _positive),
     "stuck_after_seconds": ("stuck_after", _seconds),
@@ -91,6 +92,8 @@ class RenewalConfig:
     """How the renewal service behaves.
 
     * ``operation_ttl`` — how long a response waits for its device (``operationExpires``).
+    * ``operation_retention`` — how long an operation is kept after it expired (its
+      ``$rid`` answered again with the same response meanwhile); then it is deleted.
     * ``admission_rate`` — renewals per second admitted (token bucket, burst
       ``admission_burst``, default one second's worth); None: unlimited. In a cluster it
       is the total: each node admits ``admission_rate / live nodes`` (docs/scale-out.md).
@@ -105,6 +108,7 @@ class RenewalConfig:
     """
 
     operation_ttl: dt.timedelta = dt.timedelta(minutes=5)
+    operation_retention: dt.timedelta = dt.timedelta(days=7)
     admission_rate: float | None = None
     admission_burst: float | None = None
     windows: WindowPolicy = field(default_factory=WindowPolicy)
@@ -129,6 +133,7 @@ class RenewalConfig:
         Keys (see :data:`SETTING_KEYS`; absent keys keep the defaults, ``overrides``
         win over both): ``renewal.admission_rate`` (renewals per second; empty or 0:
         unlimited), ``renewal.admission_burst``, ``renewal.operation_ttl_seconds``,
+        ``renewal.operation_retention_seconds``,
         ``renewal.detection_interval_seconds``, ``renewal.rebalance_interval_seconds``,
         ``renewal.stuck_after_seconds``, ``renewal.capacity_utilization``,
         ``renewal.alert_webhook_url`` (empty: no alerts), ``renewal.alert_attempts``,

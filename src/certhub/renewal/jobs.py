@@ -1,7 +1,8 @@
 """The renewal service's periodic work.
 
 * **detection** (every ``detection_interval``): expire operations past
-  ``operationExpires``; give windows to certificates issued elsewhere (DPS
+  ``operationExpires`` and delete those over for longer than ``operation_retention``;
+  give windows to certificates issued elsewhere (DPS
   re-registration, the CLI) — a cursor over ``certificates.created_at`` kept in the
   ``renewal.sync_cursor`` setting; drop rows of revoked certificates; recompute every
   device's renewal state in one UPDATE; announce new ``overdue``/``expired`` devices to
@@ -40,6 +41,7 @@ T = TypeVar("T")
 SYNC_CURSOR = "renewal.sync_cursor"
 _SYNC_OVERLAP = dt.timedelta(minutes=2)  # commits may land out of created_at order
 _SYNC_PAGE = 1000
+_PURGE_BATCH = 1000
 
 
 class Runner(Protocol):
@@ -53,6 +55,7 @@ class DetectionReport:
     """What one detection run did."""
 
     operations_expired: int
+    operations_purged: int
     windows_assigned: int
     rows_dropped: int
     states_changed: int
@@ -85,6 +88,7 @@ class RenewalJobs:
         """One detection run (see the module docstring)."""
         now = self._clock.now()
         expired = await self._run(self._store.expire_operations, now)
+        purged = await self._run(self.purge_operations, now)
         assigned = await self._run(self.sync_certificates, now)
         dropped = await self._run(self._store.drop_dead_renewal_status)
         changed = await self._run(self._store.refresh_renewal_states, now)
@@ -94,6 +98,7 @@ class RenewalJobs:
             DEVICES.labels(state).set(count)
         return DetectionReport(
             operations_expired=expired,
+            operations_purged=purged,
             windows_assigned=assigned,
             rows_dropped=dropped,
             states_changed=changed,
@@ -101,6 +106,17 @@ class RenewalJobs:
             alerts_failed=failed,
             counts=counts,
         )
+
+    def purge_operations(self, now: dt.datetime) -> int:
+        """Delete operations over for longer than ``operation_retention`` (blocking; in
+        short transactions of ``_PURGE_BATCH`` rows, so other writers get the lock)."""
+        before = now - self._config.operation_retention
+        purged = 0
+        while True:
+            count = self._store.purge_operations(before, limit=_PURGE_BATCH)
+            purged += count
+            if count < _PURGE_BATCH:
+                return purged
 
     # -- certificates issued elsewhere -------------------------------------------------------
 

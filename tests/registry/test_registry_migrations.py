@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -160,3 +161,28 @@ def test_alembic_config_needs_no_ini() -> None:
     config = alembic_config()
     assert config.config_file_name is None
     assert config.get_main_option("script_location") == str(MIGRATIONS_DIR)
+
+
+def test_0012_drops_the_device_index_and_lookups_by_device_use_0011s(tmp_path: Any) -> None:
+    """After 0012 a device's certificates are found through the (device, created_at,
+    serial) index of 0011 — searched, not scanned; 0012's downgrade brings it back."""
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'certhub.db'}")
+    try:
+        upgrade(engine)
+        assert "ix_certificates_device_id" not in _index_names(engine, "certificates")
+        queries = [
+            "SELECT * FROM certificates WHERE device_id = ?",
+            "SELECT * FROM certificates WHERE device_id = ? AND state IN ('issued', 'active')",
+            "SELECT serial_hex FROM certificates WHERE device_id IN (?, ?) ORDER BY created_at",
+        ]
+        with engine.connect() as conn:
+            for sql in queries:
+                params = ("dev-1",) if sql.count("?") == 1 else ("dev-1", "dev-2")
+                plan = " | ".join(
+                    str(row[3]) for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params)
+                )
+                assert "ix_certificates_device_id_created_at (device_id=?)" in plan, plan
+        assert downgrade(engine, "0011") == "0011"
+        assert "ix_certificates_device_id" in _index_names(engine, "certificates")
+    finally:
+        engine.dispose()

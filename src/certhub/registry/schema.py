@@ -221,7 +221,6 @@ certificates = sa.Table(
     sa.UniqueConstraint("sha256", name="uq_certificates_sha256"),
     _choice("certificates", "requested_via", r.REQUESTED_VIA),
     _choice("certificates", "state", r.CERTIFICATE_STATES),
-    sa.Index("ix_certificates_device_id", "device_id"),
     # 0010: key first, so a batch looks its keys up by hash (one probe each)
     sa.Index("ix_certificates_public_key_sha256_device_id", "public_key_sha256", "device_id"),
     # 0011: each device's newest certificate from the index alone (lifecycles, dashboard)

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from prometheus_client import REGISTRY
 from renewal_support import START, Harness, World, csr_der, pending_operation, request_body
 
@@ -208,6 +209,49 @@ def test_certificates_issued_by_dps_get_a_window_and_twin_property(
     assert jobs.call(jobs.service.run_detection()).windows_assigned == 1
     status = world.store.get_renewal_status(device)
     assert status is not None and status.serial_hex == newer.serial_hex
+
+
+def test_the_sync_reads_only_certificates_issued_elsewhere(
+    jobs: Harness, fresh_world: World
+) -> None:
+    """Hub renewals get their window as they are issued; the detection run's cursor
+    reads past them through the partial index of migration 0013 (searched, in order)."""
+    world = fresh_world
+    renewed, provisioned = world.add_device(), world.add_device()
+    jobs.call(jobs.service.run_detection())
+    start = world.clock.now()
+    for _ in range(3):
+        world.clock.advance(dt.timedelta(seconds=1))
+        [_, done] = jobs.request(renewed, request_body(renewed))
+        assert done.status == 200
+    world.clock.advance(dt.timedelta(seconds=1))
+    dps_leaf = world.issue(provisioned, via="dps")
+    seen = world.store.live_certificates_since(start)
+    assert [c.serial_hex for c in seen] == [dps_leaf.serial_hex]
+    assert jobs.call(jobs.service.run_detection()).windows_assigned == 1
+    status = world.store.get_renewal_status(renewed)  # windowed when issued
+    hub_certs = [c for c in world.certificates(renewed) if c.requested_via == "hub"]
+    assert (
+        status is not None
+        and status.serial_hex == max(hub_certs, key=lambda c: c.created_at).serial_hex
+    )
+    if world.store.dialect_name == "sqlite":
+        statements: list[tuple[str, object]] = []
+
+        def capture(_c: object, _cur: object, sql: str, params: object, *_: object) -> None:
+            statements.append((sql, params))
+
+        sa.event.listen(world.store.engine, "before_cursor_execute", capture)
+        try:
+            world.store.live_certificates_since(start, "", 10)
+        finally:
+            sa.event.remove(world.store.engine, "before_cursor_execute", capture)
+        [(sql, params)] = statements
+        with world.store.engine.connect() as conn:
+            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()  # type: ignore[arg-type]
+        assert [row[3] for row in plan] == [
+            "SEARCH certificates USING INDEX ix_certificates_created_at_not_hub (created_at>?)"
+        ]
 
 
 def test_revoked_certificates_leave_the_renewal_status(jobs: Harness, fresh_world: World) -> None:

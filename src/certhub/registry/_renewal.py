@@ -46,6 +46,7 @@ from certhub.registry.records import (
     check_aware,
 )
 from certhub.registry.schema import (
+    NOT_VIA_HUB,
     audit_log,
     certificates,
     credential_operations,
@@ -358,16 +359,19 @@ class RenewalMixin(StoreBase):
         limit: int = 1000,
         conn: Connection | None = None,
     ) -> list[CertificateRecord]:
-        """Live certificates created at/after ``since``, by (created_at, serial): a cursor."""
+        """Live certificates issued other than through the hub (which gives its own a
+        window as it issues them), created at/after ``since``, by (created_at, serial):
+        a cursor over the partial index of migration 0013."""
         check_aware("since", since)
         stmt = (
             sa.select(_C)
             .where(
-                _C.c.state.in_(_LIVE),
-                sa.or_(
-                    _C.c.created_at > since,
-                    sa.and_(_C.c.created_at == since, _C.c.serial_hex > after_serial),
-                ),
+                sa.text(NOT_VIA_HUB),
+                _C.c.created_at >= since,  # the index range; then past the cursor's serial
+                sa.or_(_C.c.created_at > since, _C.c.serial_hex > after_serial),
+                # not ``state IN``: SQLite would walk the state index (every live
+                # certificate) and sort, instead of the partial index in cursor order
+                _C.c.state.concat("").in_(_LIVE),
             )
             .order_by(_C.c.created_at, _C.c.serial_hex)
             .limit(limit)

@@ -16,6 +16,7 @@ from certhub.registry import records as r
 from certhub.registry._types import JSONType, UTCDateTime
 
 __all__ = [
+    "NOT_VIA_HUB",
     "audit_log",
     "cas",
     "certificates",
@@ -196,6 +197,10 @@ twins = sa.Table(
     _ts("updated_at"),
 )
 
+#: The condition of the partial index over certificates not issued through the hub; a
+#: query must carry this exact text for SQLite to use the index.
+NOT_VIA_HUB = "requested_via <> 'hub'"
+
 certificates = sa.Table(
     "certificates",
     metadata,
@@ -228,6 +233,14 @@ certificates = sa.Table(
     sa.Index("ix_certificates_not_after", "not_after"),
     sa.Index("ix_certificates_state_not_after", "state", "not_after"),
     sa.Index("ix_certificates_issuer_ca_id", "issuer_ca_id"),
+    # 0013: the renewal sync's cursor over certificates issued other than through the hub
+    sa.Index(
+        "ix_certificates_created_at_not_hub",
+        "created_at",
+        "serial_hex",
+        sqlite_where=sa.text(NOT_VIA_HUB),
+        postgresql_where=sa.text(NOT_VIA_HUB),
+    ),
 )
 
 credential_operations = sa.Table(

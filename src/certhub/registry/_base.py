@@ -15,7 +15,7 @@ import base64
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -111,6 +111,29 @@ class StoreBase:
         else:
             with self.engine.connect() as own:
                 yield own
+
+    def _records_by_device(
+        self,
+        table: sa.Table,
+        cls: type[T],
+        device_ids: Iterable[str],
+        conn: Connection | None,
+        *,
+        for_update: bool = False,
+    ) -> dict[str, T]:
+        """``device_id -> record`` for the rows of ``table`` among ``device_ids`` (one
+        query; the row's columns are the record's fields)."""
+        ids = sorted(set(device_ids))
+        if not ids:
+            return {}
+        stmt = sa.select(table).where(table.c.device_id.in_(ids))
+        if for_update:
+            stmt = stmt.with_for_update()
+        with self._read(conn) as c:
+            result = c.execute(stmt)
+            names = tuple(result.keys())
+            at = names.index("device_id")
+            return {row[at]: cls(**dict(zip(names, row, strict=True))) for row in result}
 
     def _new_etag(self) -> str:
         return base64.b64encode(self._random.token_bytes(8)).decode("ascii")

@@ -187,12 +187,7 @@ class RenewalMixin(StoreBase):
         self, device_ids: Iterable[str], conn: Connection | None = None
     ) -> dict[str, DeviceRecord]:
         """The existing devices among ``device_ids`` (one query)."""
-        ids = sorted(set(device_ids))
-        if not ids:
-            return {}
-        with self._read(conn) as c:
-            rows = c.execute(sa.select(devices).where(devices.c.device_id.in_(ids)))
-            return {row.device_id: DeviceRecord(**row._mapping) for row in rows}
+        return self._records_by_device(devices, DeviceRecord, device_ids, conn)
 
     def device_policies(
         self, device_ids: Iterable[str], conn: Connection | None = None
@@ -211,14 +206,7 @@ class RenewalMixin(StoreBase):
         self, device_ids: Iterable[str], conn: Connection | None = None, for_update: bool = False
     ) -> dict[str, TwinRecord]:
         """The twins of the existing devices among ``device_ids`` (one query)."""
-        ids = sorted(set(device_ids))
-        if not ids:
-            return {}
-        stmt = sa.select(twins).where(twins.c.device_id.in_(ids))
-        if for_update:
-            stmt = stmt.with_for_update()
-        with self._read(conn) as c:
-            return {row.device_id: TwinRecord(**row._mapping) for row in c.execute(stmt)}
+        return self._records_by_device(twins, TwinRecord, device_ids, conn, for_update=for_update)
 
     def write_desired_sections(
         self, writes: Sequence[DesiredWrite], now: dt.datetime, conn: Connection | None = None
@@ -654,12 +642,7 @@ class RenewalMixin(StoreBase):
         self, device_ids: Iterable[str], conn: Connection | None = None
     ) -> dict[str, RenewalStatusRecord]:
         """Renewal status rows of these devices (one query)."""
-        ids = sorted(set(device_ids))
-        if not ids:
-            return {}
-        with self._read(conn) as c:
-            rows = c.execute(sa.select(_R).where(_R.c.device_id.in_(ids)))
-            return {row.device_id: RenewalStatusRecord(**row._mapping) for row in rows}
+        return self._records_by_device(_R, RenewalStatusRecord, device_ids, conn)
 
     def renewal_windows_after(
         self, now: dt.datetime, conn: Connection | None = None

@@ -15,7 +15,7 @@ from certhub.hub.twin import apply_patch
 from certhub.registry._renewal import NewRenewalWindow, renewal_state, renewal_status
 from certhub.registry.engine import create_store_engine
 from certhub.registry.migrate import current_revision, downgrade, head_revision, upgrade
-from certhub.registry.records import TwinRecord
+from certhub.registry.records import NewOperation, TwinRecord
 from certhub.registry.schema import metadata
 from certhub.renewal.twin import desired_write
 
@@ -111,3 +111,34 @@ def test_desired_write_matches_the_hub_twin_rules() -> None:
 
 def test_table_is_declared_on_the_registry_metadata() -> None:
     assert metadata.tables["renewal_status"] is renewal_status
+
+
+def test_relevant_operations_matches_pairs_not_their_cross_product(world: World) -> None:
+    """Each request's own (device, rid), any state, plus the devices' pending operations,
+    ordered by id; rids are any strings (quotes, non-ASCII)."""
+    a, b, c = world.add_device(), world.add_device(), world.add_device()
+    now = world.clock.now()
+
+    def op(device: str, rid: str) -> int:
+        new = NewOperation(
+            device_id=device,
+            rid=rid,
+            correlation_id=f"{device}/{rid}",
+            csr_der=b"csr",
+            expires_at=now + H,
+            created_at=now,
+        )
+        return world.store.create_operation(new).id
+
+    a_done = op(a, "r'1\"é")
+    world.store.finish_operation(a_done, "failed", now, response_status=400, response_body={})
+    a_other = op(a, "r2")  # pending: found as a's pending operation
+    b_done = op(b, "r2")
+    world.store.finish_operation(b_done, "failed", now, response_status=400, response_body={})
+    b_skip = op(b, "r'1\"é")  # b's rid of a's request: not asked
+    world.store.finish_operation(b_skip, "failed", now, response_status=400, response_body={})
+    c_pending = op(c, "x")
+    asked = [(a, "r'1\"é"), (b, "r2"), (c, "new"), ("no-such-device", "r2")]
+    found = world.store.relevant_operations(asked)
+    assert [o.id for o in found] == [a_done, a_other, b_done, c_pending]
+    assert world.store.relevant_operations([]) == []

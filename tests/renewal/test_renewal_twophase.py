@@ -3,12 +3,14 @@ the old certificate admitted until the new one is used (and within the grace per
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import pytest
 from renewal_support import Harness, World, request_body
 
 from certhub.pki import LeafPolicy
+from certhub.registry import Conflict, NotFound
 from certhub.renewal import Admission
 
 
@@ -153,3 +155,35 @@ def test_other_certificate_states(
     elif setup == "other-device":
         device = world.add_device()
     assert connect(harness, device, serial) == expected
+
+
+def test_a_turn_of_activations_is_decided_one_by_one(harness: Harness, world: World) -> None:
+    """Activations queued together share one writer turn (one window assignment for all):
+    each still gets its own answer; an unknown or revoked serial changes nothing."""
+    devices = [world.add_device() for _ in range(3)]
+    serials = [world.issue(d).serial_hex for d in devices]
+    revoked = devices[2]
+    world.store.set_certificate_state(serials[2], "revoked", world.clock.now(), "test")
+    writer = harness.service.writer
+
+    async def together() -> list[object]:
+        futures = [writer.activate(s) for s in [serials[0], "ab" * 16, serials[2], serials[1]]]
+        return await asyncio.gather(
+            *(asyncio.wrap_future(f) for f in futures), return_exceptions=True
+        )
+
+    first, unknown, refused, second = harness.call(together())
+    assert isinstance(unknown, NotFound)
+    assert isinstance(refused, Conflict) and refused.reason == "invalid-transition"
+    for result, device, serial in (
+        (first, devices[0], serials[0]),
+        (second, devices[1], serials[1]),
+    ):
+        assert isinstance(result, tuple)
+        cert, superseded = result
+        assert (cert.serial_hex, cert.state, superseded) == (serial, "active", [])
+        status = world.store.get_renewal_status(device)
+        assert status is not None and status.serial_hex == serial
+        assert "certificateRenewal" in world.store.get_twin(device).desired
+    assert state_of(world, serials[2]) == "revoked"
+    assert world.store.get_renewal_status(revoked) is None

@@ -178,6 +178,35 @@ class DesiredWrite:
     event: Mapping[str, Any]
 
 
+# Built once: constructing these per call cost more than running them (an activation
+# runs both, once per device reconnecting with a renewed certificate).
+_ACTIVATE = (
+    sa.update(_C)
+    .where(
+        _C.c.serial_hex == sa.bindparam("b_serial"),
+        sa.or_(*(_C.c.state == state for state in _LIVE)),
+    )
+    .values(
+        state="active",
+        first_used_at=sa.func.coalesce(
+            _C.c.first_used_at, sa.bindparam("b_at", type_=UTCDateTime())
+        ),
+    )
+    .returning(*_C.c)
+)
+_SUPERSEDE_OLDER = (
+    sa.update(_C)
+    .where(
+        _C.c.device_id == sa.bindparam("b_device"),
+        sa.or_(*(_C.c.state == state for state in _LIVE)),
+        _C.c.serial_hex != sa.bindparam("b_serial"),
+        _C.c.created_at <= sa.bindparam("b_at", type_=UTCDateTime()),
+    )
+    .values(state="superseded")
+    .returning(_C.c.serial_hex)
+)
+
+
 class RenewalMixin(StoreBase):
     """Batch methods for renewal through the hub (see the module docstring)."""
 
@@ -267,14 +296,9 @@ class RenewalMixin(StoreBase):
         when there are any. NotFound; Conflict if it is not ``issued`` or ``active``.
         """
         check_aware("now", now)
-        at = sa.literal(now, UTCDateTime())
+        params = {"b_serial": serial_hex, "b_at": now}
         with self._write(conn, "certificate", serial_hex) as c:
-            row = c.execute(
-                sa.update(_C)
-                .where(_C.c.serial_hex == serial_hex, _C.c.state.in_(_LIVE))
-                .values(state="active", first_used_at=sa.func.coalesce(_C.c.first_used_at, at))
-                .returning(*_C.c)
-            ).first()
+            row = c.execute(_ACTIVATE, params).first()
             if row is None:
                 current = c.execute(
                     sa.select(_C.c.state).where(_C.c.serial_hex == serial_hex)
@@ -285,14 +309,8 @@ class RenewalMixin(StoreBase):
                     "certificate", serial_hex, "invalid-transition", f"{current}->active"
                 )
             cert = CertificateRecord(**row._mapping)
-            older = sa.update(_C).where(
-                _C.c.device_id == cert.device_id,
-                _C.c.state.in_(_LIVE),
-                _C.c.serial_hex != serial_hex,
-                _C.c.created_at <= cert.created_at,
-            )
-            stmt = older.values(state="superseded").returning(_C.c.serial_hex)
-            superseded = sorted(c.execute(stmt).scalars())
+            older = {"b_device": cert.device_id, "b_serial": serial_hex, "b_at": cert.created_at}
+            superseded = sorted(c.execute(_SUPERSEDE_OLDER, older).scalars())
             if superseded:
                 event = AuditEvent(
                     at=now,

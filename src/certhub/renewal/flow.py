@@ -27,7 +27,7 @@ from certhub.authority import CertificateAuthorityService, IssueItem, SignedItem
 from certhub.pki import CsrRejected, IssuedLeaf, PkiError
 from certhub.registry import Store
 from certhub.registry._renewal import NewRenewalWindow, OperationFinish, RenewalStatusRecord
-from certhub.registry.errors import NotFound
+from certhub.registry.errors import NotFound, StoreError
 from certhub.registry.records import CertificateRecord, NewOperation, OperationRecord
 from certhub.renewal import twin
 from certhub.renewal.errors import (
@@ -55,6 +55,7 @@ __all__ = [
     "Submission",
     "accept",
     "activate",
+    "activate_many",
     "assign_windows",
     "is_active",
     "issue",
@@ -468,9 +469,34 @@ def activate(
 ) -> tuple[CertificateRecord, list[str]]:
     """``issued`` -> ``active``, older live certificates superseded, the device's window
     kept on its newest certificate. Returns the certificate and the superseded serials."""
-    cert, superseded = store.activate_certificate(serial_hex, now, conn=conn)
-    newest = store.newest_live_certificates([cert.device_id], conn=conn).get(cert.device_id)
-    if newest is not None:
-        facts = [CertFacts.of(newest)]
-        assign_windows(store, facts, now=now, placer=placer, origin=origin, conn=conn)
-    return cert, superseded
+    (result,) = activate_many(store, [serial_hex], now=now, placer=placer, origin=origin, conn=conn)
+    if isinstance(result, StoreError):
+        raise result
+    return result
+
+
+def activate_many(
+    store: Store,
+    serials: Sequence[str],
+    *,
+    now: dt.datetime,
+    placer: WindowPlacer,
+    origin: str,
+    conn: Connection,
+) -> list[tuple[CertificateRecord, list[str]] | StoreError]:
+    """:func:`activate` for each serial, in order, with one window assignment for all
+    of them; a serial that is unknown or no longer live gets its ``StoreError`` (and
+    changes nothing)."""
+    results: list[tuple[CertificateRecord, list[str]] | StoreError] = []
+    if not serials:
+        return results
+    for serial_hex in serials:
+        try:
+            results.append(store.activate_certificate(serial_hex, now, conn=conn))
+        except StoreError as exc:
+            results.append(exc)
+    devices = {r[0].device_id for r in results if not isinstance(r, StoreError)}
+    newest = store.newest_live_certificates(devices, conn=conn)
+    facts = [CertFacts.of(cert) for cert in newest.values()]
+    assign_windows(store, facts, now=now, placer=placer, origin=origin, conn=conn)
+    return results

@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection
 from certhub.authority import CertificateAuthorityService, SignedItem
 from certhub.clock import Clock
 from certhub.registry import Store
-from certhub.registry.errors import AlreadyExists, StoreError
+from certhub.registry.errors import AlreadyExists
 from certhub.registry.records import CertificateRecord
 from certhub.renewal import flow
 from certhub.renewal.config import RenewalConfig
@@ -348,19 +348,12 @@ class RenewalWriter:
                 fresh=fresh,
                 presigned=presigned,
             )
-            activated: list[Any] = []
-            for act in activations:
-                try:
-                    activated.append(
-                        flow.activate(
-                            store,
-                            act.serial_hex,
-                            now=now,
-                            placer=self._placer,
-                            origin=config.origin,
-                            conn=conn,
-                        )
-                    )
-                except StoreError as exc:  # unknown or no longer live
-                    activated.append(exc)
+            activated: list[Any] = flow.activate_many(
+                store,
+                [act.serial_hex for act in activations],
+                now=now,
+                placer=self._placer,
+                origin=config.origin,
+                conn=conn,
+            )
             return _Turn(finished, outcomes, activated, signing)

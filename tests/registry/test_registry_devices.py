@@ -171,6 +171,15 @@ def test_twin_read_modify_write_in_one_transaction(
         patched = {**twin.reported, "n": 1}
         store.replace_twin_sections("dev-1", now=LATER, reported=patched, conn=conn)
     assert store.get_twin("dev-1").reported == {"n": 1}
+    with store.transaction() as conn:  # the twin already read is passed on, not read again
+        twin = store.get_twin("dev-1", conn=conn, for_update=True)
+        record = store.replace_twin_sections(
+            "dev-1", now=LATER, reported={"n": 2}, conn=conn, current=twin, expected_etag=twin.etag
+        )
+    assert (record.reported, record.reported_version, record.version) == ({"n": 2}, 3, 3)
+    assert store.get_twin("dev-1") == record
+    with pytest.raises(ValueError, match="current needs the conn"):
+        store.replace_twin_sections("dev-1", now=LATER, reported={}, current=record)
 
 
 @pytest.mark.parametrize(

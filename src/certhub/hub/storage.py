@@ -87,6 +87,7 @@ def patch_reported(
         reported=update.section,
         reported_metadata=update.metadata,
         conn=conn,
+        current=twin,
     )
     return record.reported_version
 
@@ -107,6 +108,7 @@ def patch_desired(
             desired=update.section,
             desired_metadata=update.metadata,
             conn=conn,
+            current=twin,
         )
         payload = {"version": record.desired_version, "patch": dict(patch), "origin": origin}
         store.append_event(DESIRED_EVENT, device_id, payload, now, conn=conn)

@@ -8,13 +8,14 @@ bookkeeping and do not change the device etag; everything else does.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from certhub.registry._base import StoreBase, delete_checked, update_checked, update_one
+from certhub.registry._base import StoreBase, delete_checked, update_checked
 from certhub.registry.errors import EtagMismatch, NotFound
 from certhub.registry.records import (
     AUTH_TYPES,
@@ -235,11 +236,9 @@ class DeviceMixin(StoreBase):
 
         ``for_update`` locks the row (PostgreSQL) for a read-modify-write in ``conn``.
         """
-        stmt = sa.select(twins).where(twins.c.device_id == device_id)
-        if for_update:
-            stmt = stmt.with_for_update()
+        stmt = _TWIN_FOR_UPDATE if for_update else _TWIN
         with self._read(conn) as c:
-            row = c.execute(stmt).first()
+            row = c.execute(stmt, {"b_device": device_id}).first()
         if row is None:
             raise NotFound("twin", device_id)
         return TwinRecord(**row._mapping)
@@ -256,27 +255,36 @@ class DeviceMixin(StoreBase):
         reported_metadata: Mapping[str, Any] | None = None,
         expected_etag: str | None = None,
         conn: Connection | None = None,
+        current: TwinRecord | None = None,
     ) -> TwinRecord:
         """Replace the given sections whole (None keeps a section) and bump versions.
 
         ``version`` and the etag change on every call; ``desired_version`` when
         ``desired`` is given, ``reported_version`` when ``reported`` is. The metadata
         halves replace ``metadata["desired"]`` / ``metadata["reported"]``.
-        Raises NotFound or EtagMismatch.
+        ``current``: the twin as the caller read it with ``get_twin(..., for_update=True)``
+        in ``conn``'s transaction (it is read here otherwise). Raises NotFound or
+        EtagMismatch.
         """
         if tags is None and desired is None and reported is None:
             raise ValueError("replace_twin_sections: give tags, desired or reported")
+        if current is not None and conn is None:
+            raise ValueError("replace_twin_sections: current needs the conn it was read in")
         check_aware("now", now)
         with self._write(conn, "twin", device_id) as c:
-            twin = self.get_twin(device_id, conn=c, for_update=True)
+            twin = current or self.get_twin(device_id, conn=c, for_update=True)
             if expected_etag not in (None, "*", twin.etag):
                 raise EtagMismatch("twin", device_id, str(expected_etag), twin.etag)
             values = _twin_values(
                 twin, tags, desired, reported, desired_metadata, reported_metadata
             )
             values.update(etag=self._new_etag(), updated_at=now)
-            where = twins.c.device_id == device_id
-            return TwinRecord(**update_one(c, twins, where, values, ("twin", device_id))._mapping)
+            params = {f"v_{name}": value for name, value in values.items()}
+            row = c.execute(_twin_update(tuple(sorted(values))), {"b_device": device_id, **params})
+            updated = row.first()
+            if updated is None:
+                raise NotFound("twin", device_id)
+            return TwinRecord(**updated._mapping)
 
     def _update(
         self,
@@ -303,6 +311,24 @@ class DeviceMixin(StoreBase):
         # IoT Hub generation ids are 18 decimal digits.
         value = int.from_bytes(self._random.token_bytes(8), "big") % 10**18
         return f"{value:018d}"
+
+
+# Built once (building a statement per call cost about as much as running it).
+_TWIN = sa.select(twins).where(twins.c.device_id == sa.bindparam("b_device"))
+_TWIN_FOR_UPDATE = _TWIN.with_for_update()
+
+
+@functools.cache
+def _twin_update(columns: tuple[str, ...]) -> Any:
+    """UPDATE of these twin columns (bound as ``v_<name>``) RETURNING the row; one per
+    combination of sections, built on first use."""
+    values = {name: sa.bindparam(f"v_{name}", type_=twins.c[name].type) for name in columns}
+    return (
+        sa.update(twins)
+        .where(twins.c.device_id == sa.bindparam("b_device"))
+        .values(values)
+        .returning(*twins.c)
+    )
 
 
 def _twin_values(

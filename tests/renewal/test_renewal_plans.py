@@ -1,8 +1,10 @@
 """The renewal writer's statements stay cheap as the tables grow (SQLite query plans).
 
-Every statement the writer runs for a turn of many devices is captured and explained:
-none may scan a stored table, and none may reach ``credential_operations`` through the
-``(state, expires_at)`` index except for ``pending`` rows (the operations in flight).
+Every statement the writer runs for a turn of many devices (renewals, then the devices'
+first connections with their new certificates) is captured and explained: none may scan
+a stored table or walk the certificates' state index, and none may reach
+``credential_operations`` through its ``(state, expires_at)`` index except for
+``pending`` rows (the operations in flight).
 Finished operations are never deleted, so a statement that walks them gets slower with
 every renewal the fleet ever made: ``mark_operations_delivered`` did, on every turn,
 once its ``id IN (...)`` list was long.
@@ -52,6 +54,19 @@ def renew_all(harness: Harness, devices: list[str], tag: str) -> None:
     harness.publisher.messages.clear()
 
 
+def activate_newest(harness: Harness, world: World, devices: list[str]) -> None:
+    """Each device's first connection with its newest certificate, all at once."""
+    newest = world.store.newest_live_certificates(devices)
+    writer = harness.service.writer
+
+    async def together() -> None:
+        futures = [writer.activate(cert.serial_hex) for cert in newest.values()]
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+
+    harness.call(together())
+    assert {c.state for c in world.store.newest_live_certificates(devices).values()} == {"active"}
+
+
 def plans(world: World, statements: list[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
     """``(sql, parameters, plan)`` of each statement that reads rows."""
     explained = []
@@ -82,6 +97,7 @@ def test_a_turn_of_many_devices_reads_by_key(sqlite_world: World) -> None:
         sa.event.listen(engine, "before_cursor_execute", capture)
         try:
             renew_all(harness, devices, "second")
+            activate_newest(harness, sqlite_world, devices)  # the devices reconnect
         finally:
             sa.event.remove(engine, "before_cursor_execute", capture)
     finally:
@@ -89,9 +105,11 @@ def test_a_turn_of_many_devices_reads_by_key(sqlite_world: World) -> None:
 
     explained = plans(sqlite_world, statements)
     assert any("SET delivered" in sql for sql, _, _ in explained)  # the turn was captured
+    assert any("SET state=?, first_used_at" in sql for sql, _, _ in explained)  # activations
     assert len(explained) >= 10
     for sql, params, plan in explained:
         for table in TABLES:
             assert f"SCAN {table}" not in plan, (sql, plan)
+        assert "ix_certificates_state_not_after" not in plan, (sql, plan)  # every live one
         if STATE_INDEX in plan:  # only the operations in flight
             assert "pending" in params or "'pending'" in sql, (sql, params, plan)

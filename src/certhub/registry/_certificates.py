@@ -1,7 +1,8 @@
 """Issued certificates: the issuance hot path, lookups and state changes.
 
-``record_issuance`` runs for every certificate signed (thousands per second), so it
-is two prebuilt INSERTs in one transaction and builds its result from its input.
+Every certificate signed is recorded by ``record_issuances`` (a batch, in the issuing
+transaction) or ``record_issuance`` (one): two prebuilt INSERTs through the driver
+(:mod:`certhub.registry._issuance`).
 State changes are single ``UPDATE … WHERE state IN (allowed sources) RETURNING``
 statements, so a forbidden transition costs no extra round trip when it succeeds.
 """

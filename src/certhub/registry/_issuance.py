@@ -1,11 +1,13 @@
-"""The issuance hot path: one certificate row plus one audit row, straight through the driver.
+"""The issuance hot path: certificate rows plus their audit rows, straight through the driver.
 
-``record_issuance`` runs for every certificate signed (thousands per second). The
-SQLAlchemy Connection lifecycle and statement compilation cost more than SQLite
-itself there, so this path checks a DBAPI connection out of the engine's pool,
-runs two INSERTs whose SQL is built once per dialect, and commits: about half
-the CPU of Core, and on PostgreSQL one round trip for BEGIN and both INSERTs
-(psycopg pipeline mode) plus one for COMMIT. Values are converted exactly as the column types of
+Every certificate signed is recorded here (thousands per second): ``record_issuances``
+writes a batch in the caller's transaction, ``record_issuance`` one certificate (in
+its own transaction when given no ``conn``: this path checks a DBAPI connection out
+of the engine's pool and commits itself). The SQLAlchemy Connection lifecycle and
+statement compilation cost more than SQLite itself there, so the two INSERTs are
+built once per dialect and run as ``executemany``: about half the CPU of Core, and on
+PostgreSQL one round trip for BEGIN and both INSERTs (psycopg pipeline mode) plus one
+for COMMIT. Values are converted exactly as the column types of
 :mod:`certhub.registry.schema` would (a test reads them back through Core).
 """
 
@@ -120,18 +122,15 @@ class IssuanceWriter:
 
     def write(self, cert: NewCertificate, audit: AuditEvent, conn: Connection | None) -> None:
         """Insert both rows: in ``conn``'s transaction, or in a new committed one."""
-        rows = self.params(cert, audit)
         if conn is not None:
-            if not conn.in_transaction():
-                conn.begin()
-            self._execute(conn.connection.driver_connection, cert, rows)
+            self.write_many([(cert, audit)], conn)
             return
         raw = self._engine.raw_connection()
         try:
             driver = raw.driver_connection
             if self._sqlite:
                 self._guarded("BEGIN IMMEDIATE", driver.execute, "BEGIN IMMEDIATE")  # type: ignore[union-attr]
-            self._execute(driver, cert, rows)
+            self._execute(driver, [(cert, audit)])
             self._guarded("COMMIT", raw.commit)
         except BaseException as exc:
             self._abandon(raw, exc)
@@ -142,42 +141,29 @@ class IssuanceWriter:
     def write_many(
         self, entries: Sequence[tuple[NewCertificate, AuditEvent]], conn: Connection
     ) -> None:
-        """Insert many certificate rows and their audit rows in ``conn``'s transaction
+        """Insert the certificate rows and their audit rows in ``conn``'s transaction
         (two ``executemany``); any failure fails them all, as the transaction will."""
         if not entries:
             return
         if not conn.in_transaction():
             conn.begin()
+        self._execute(conn.connection.driver_connection, entries)
+
+    def _execute(self, driver: Any, entries: Sequence[tuple[NewCertificate, AuditEvent]]) -> None:
+        # PostgreSQL: both INSERTs (and the implicit BEGIN) go out in one round trip.
         pairs = [self.params(cert, audit) for cert, audit in entries]
-        driver = conn.connection.driver_connection
-        batch = nullcontext() if self._sqlite else driver.pipeline()  # type: ignore[union-attr]
-        cursor = driver.cursor()  # type: ignore[union-attr]
-        first = entries[0][0].serial_hex if len(entries) == 1 else "*"
+        key = entries[0][0].serial_hex if len(entries) == 1 else "*"
+        batch = nullcontext() if self._sqlite else driver.pipeline()
+        cursor = driver.cursor()
         try:
             with batch:
                 cursor.executemany(self.cert_sql, [cert_row for cert_row, _ in pairs])
                 cursor.executemany(self.audit_sql, [audit_row for _, audit_row in pairs])
         except self._dialect.loaded_dbapi.IntegrityError as exc:
             kind = "audit" if "audit_log" in _failed_table(exc) else "certificate"
-            raise translate_dbapi_integrity_error(exc, kind, first) from exc
+            raise translate_dbapi_integrity_error(exc, kind, key) from exc
         except self._dialect.loaded_dbapi.Error as exc:
             raise self._wrap(exc, self.cert_sql, pairs[0][0]) from exc
-        finally:
-            cursor.close()
-
-    def _execute(self, driver: Any, cert: NewCertificate, rows: tuple[Any, ...]) -> None:
-        # PostgreSQL: both INSERTs (and the implicit BEGIN) go out in one round trip.
-        batch = nullcontext() if self._sqlite else driver.pipeline()
-        cursor = driver.cursor()
-        try:
-            with batch:
-                cursor.execute(self.cert_sql, rows[0])
-                cursor.execute(self.audit_sql, rows[1])
-        except self._dialect.loaded_dbapi.IntegrityError as exc:
-            kind = "audit" if "audit_log" in _failed_table(exc) else "certificate"
-            raise translate_dbapi_integrity_error(exc, kind, cert.serial_hex) from exc
-        except self._dialect.loaded_dbapi.Error as exc:
-            raise self._wrap(exc, self.cert_sql, rows[0]) from exc
         finally:
             cursor.close()
 

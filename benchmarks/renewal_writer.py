@@ -23,16 +23,12 @@ store's share of it and moves when the writer's statements do.
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
 import platform
 import tempfile
 import time
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certhub.authority import CertificateAuthorityService
 from certhub.clock import SystemClock
@@ -45,14 +41,7 @@ from certhub.renewal.flow import Finished, Submission
 from certhub.renewal.placer import WindowPlacer
 from certhub.renewal.writer import RenewalWriter
 from certhub.signing import SigningProcesses
-from renewal import prepare, raw_rates  # benchmarks/ is the script's directory
-
-
-def csr_der(device_id: str) -> bytes:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, device_id)])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
-    return csr.public_bytes(serialization.Encoding.DER)
+from renewal import csr_b64, prepare, raw_rates  # benchmarks/ is the script's directory
 
 
 def renew_all(writer: RenewalWriter, devices: list[str], csrs: list[bytes], tag: str) -> list[str]:
@@ -81,7 +70,7 @@ def main() -> None:
     print(f"preparing {args.devices} devices ...", flush=True)
     fixture = prepare(root, args.devices, None)
     devices = [d for d, _, _ in fixture.devices]
-    csrs = [[csr_der(d) for d in devices] for _ in range(args.rounds + 1)]
+    csrs = [[base64.b64decode(csr_b64(d)) for d in devices] for _ in range(args.rounds + 1)]
     data = DataDir(fixture.data_dir)
     rng, clock = SystemRandom(), SystemClock()
     signer = SigningProcesses(1)

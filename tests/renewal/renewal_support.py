@@ -15,12 +15,14 @@ import json
 import os
 import secrets
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import sqlalchemy as sa
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
@@ -253,3 +255,33 @@ class Harness:
         self.call(self.service.stop())
         self.loop.close()
         self.executor.shutdown(wait=True)
+
+
+@contextmanager
+def captured_sql(engine: sa.Engine) -> Iterator[list[tuple[str, Any]]]:
+    """Every statement ``engine`` runs meanwhile, with its (first) parameters."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
+        statements.append((sql, params[0] if many else params))
+
+    sa.event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield statements
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", capture)
+
+
+def query_plans(world: World, statements: list[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
+    """``(sql, parameters, plan)`` of each statement that reads rows (SQLite's EXPLAIN
+    QUERY PLAN, its lines joined with `` | ``)."""
+    explained = []
+    with world.store.engine.connect() as conn:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        for sql, params in statements:
+            if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
+                continue
+            rows = driver.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
+            explained.append((sql, params, " | ".join(str(r[3]) for r in rows)))
+    return explained

@@ -11,9 +11,17 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from prometheus_client import REGISTRY
-from renewal_support import START, Harness, World, csr_der, pending_operation, request_body
+from renewal_support import (
+    START,
+    Harness,
+    World,
+    captured_sql,
+    csr_der,
+    pending_operation,
+    query_plans,
+    request_body,
+)
 
 from certhub.rand import SeededRandom
 from certhub.registry._renewal import NewRenewalWindow
@@ -236,22 +244,13 @@ def test_the_sync_reads_only_certificates_issued_elsewhere(
         and status.serial_hex == max(hub_certs, key=lambda c: c.created_at).serial_hex
     )
     if world.store.dialect_name == "sqlite":
-        statements: list[tuple[str, object]] = []
-
-        def capture(_c: object, _cur: object, sql: str, params: object, *_: object) -> None:
-            statements.append((sql, params))
-
-        sa.event.listen(world.store.engine, "before_cursor_execute", capture)
-        try:
+        with captured_sql(world.store.engine) as statements:
             world.store.live_certificates_since(start, "", 10)
-        finally:
-            sa.event.remove(world.store.engine, "before_cursor_execute", capture)
-        [(sql, params)] = statements
-        with world.store.engine.connect() as conn:
-            plan = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, params).all()  # type: ignore[arg-type]
-        assert [row[3] for row in plan] == [
-            "SEARCH certificates USING INDEX ix_certificates_created_at_not_hub (created_at>?)"
-        ]
+        [(_, _, plan)] = query_plans(world, statements)
+        assert (
+            plan
+            == "SEARCH certificates USING INDEX ix_certificates_created_at_not_hub (created_at>?)"
+        )
 
 
 def test_revoked_certificates_leave_the_renewal_status(jobs: Harness, fresh_world: World) -> None:

@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from renewal_support import Harness, World, open_world, request_body
+from renewal_support import Harness, World, captured_sql, open_world, query_plans, request_body
 
 STATE_INDEX = "ix_credential_operations_state_expires_at"
 TABLES = ("credential_operations", "certificates", "devices", "twins", "renewal_status")
@@ -67,20 +65,6 @@ def activate_newest(harness: Harness, world: World, devices: list[str]) -> None:
     assert {c.state for c in world.store.newest_live_certificates(devices).values()} == {"active"}
 
 
-def plans(world: World, statements: list[tuple[str, Any]]) -> list[tuple[str, Any, str]]:
-    """``(sql, parameters, plan)`` of each statement that reads rows."""
-    explained = []
-    with world.store.engine.connect() as conn:
-        driver = conn.connection.driver_connection
-        assert driver is not None
-        for sql, params in statements:
-            if not sql.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE", "WITH")):
-                continue
-            rows = driver.execute("EXPLAIN QUERY PLAN " + sql, params).fetchall()
-            explained.append((sql, params, " | ".join(str(r[3]) for r in rows)))
-    return explained
-
-
 def test_a_turn_of_many_devices_reads_by_key(sqlite_world: World) -> None:
     devices = [sqlite_world.add_device() for _ in range(40)]
     for device in devices:
@@ -88,22 +72,13 @@ def test_a_turn_of_many_devices_reads_by_key(sqlite_world: World) -> None:
     harness = Harness(sqlite_world)
     try:
         renew_all(harness, devices, "first")  # finished operations to walk past
-        statements: list[tuple[str, Any]] = []
-
-        def capture(_c: Any, _cur: Any, sql: str, params: Any, _ctx: Any, many: bool) -> None:
-            statements.append((sql, params[0] if many else params))
-
-        engine = sqlite_world.store.engine
-        sa.event.listen(engine, "before_cursor_execute", capture)
-        try:
+        with captured_sql(sqlite_world.store.engine) as statements:
             renew_all(harness, devices, "second")
             activate_newest(harness, sqlite_world, devices)  # the devices reconnect
-        finally:
-            sa.event.remove(engine, "before_cursor_execute", capture)
     finally:
         harness.close()
 
-    explained = plans(sqlite_world, statements)
+    explained = query_plans(sqlite_world, statements)
     assert any("SET delivered" in sql for sql, _, _ in explained)  # the turn was captured
     assert any("SET state=?, first_used_at" in sql for sql, _, _ in explained)  # activations
     assert len(explained) >= 10
